@@ -1,0 +1,201 @@
+"""Generator parameters of the accelerator and its named presets.
+
+Every hardware block takes an :class:`AcceleratorConfig`; nothing else parameterises the
+hardware. Parameter names and the ``eyeriss`` values follow DESIGN.md section 4, which takes
+them from Chen et al., "Eyeriss", IEEE JSSC 52(1), 2017, Table I and section IV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+
+__all__ = ["AcceleratorConfig", "PRESETS", "preset", "parse_overrides"]
+
+
+# (min, max) inclusive, per integer parameter. Bounds are what the hardware can build and
+# the driver can map, not what fits on a given FPGA.
+_RANGES = {
+    "pe_rows": (1, 64),
+    "pe_cols": (1, 64),
+    "data_width": (4, 32),
+    "psum_width": (8, 64),
+    "filter_spad_depth": (1, 4096),
+    "ifmap_spad_depth": (1, 1024),
+    "psum_spad_depth": (1, 1024),
+    "glb_bank_words": (16, 1 << 20),
+    "glb_banks": (1, 256),
+    "dram_width": (64, 64),
+}
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Every generator parameter of the accelerator (DESIGN.md section 4).
+
+    Attributes
+    ----------
+    pe_rows, pe_cols : int
+        Physical PE array (Eyeriss: 12 x 14, JSSC section IV).
+    data_width : int
+        Bits of ifmap, filter and ofmap values (two's complement).
+    psum_width : int
+        Bits of the accumulator and of psums spilled to the GLB; accumulation wraps modulo
+        ``2**psum_width`` (DESIGN.md section 2). Must be at least ``data_width``.
+    filter_spad_depth, ifmap_spad_depth, psum_spad_depth : int
+        Words per PE scratchpad (Eyeriss: 224, 12, 24 words).
+    glb_bank_words, glb_banks : int
+        Global buffer geometry: ``glb_banks`` banks of ``glb_bank_words`` 64-bit words
+        (Eyeriss: 27 banks of 512 words, 108 KB).
+    dram_width : int
+        Bits of the DRAM port (64; the RLC word is 64 bits, DESIGN.md section 3).
+    rlc, relu : bool
+        Include the RLC codec on the DRAM path and the ReLU unit on the ofmap path.
+    zero_gating : bool
+        Skip spad reads and MACs whose ifmap value is zero (Eyeriss JSSC section IV-C).
+
+    Raises
+    ------
+    ValueError
+        On construction, if a parameter is out of range; the message names the parameter
+        and its allowed range.
+    """
+
+    pe_rows: int = 12
+    pe_cols: int = 14
+    data_width: int = 16
+    psum_width: int = 32
+    filter_spad_depth: int = 224
+    ifmap_spad_depth: int = 12
+    psum_spad_depth: int = 24
+    glb_bank_words: int = 512
+    glb_banks: int = 27
+    dram_width: int = 64
+    rlc: bool = True
+    relu: bool = True
+    zero_gating: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be a bool (true/false), got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{f.name} must be an integer, got {value!r}")
+            lo, hi = _RANGES[f.name]
+            if not lo <= value <= hi:
+                raise ValueError(f"{f.name} must be in the range {lo}..{hi}, got {value}")
+        if self.psum_width < self.data_width:
+            raise ValueError(
+                f"psum_width must be in the range {self.data_width}..{_RANGES['psum_width'][1]} "
+                f"(at least data_width={self.data_width}), got {self.psum_width}")
+        if self.glb_bank_words & (self.glb_bank_words - 1):
+            raise ValueError(
+                f"glb_bank_words must be a power of two in the range "
+                f"{_RANGES['glb_bank_words'][0]}..{_RANGES['glb_bank_words'][1]}, "
+                f"got {self.glb_bank_words}")
+
+    # -- derived quantities -------------------------------------------------------------
+    @property
+    def num_pes(self) -> int:
+        """Number of PEs, ``pe_rows * pe_cols``."""
+        return self.pe_rows * self.pe_cols
+
+    @property
+    def glb_words(self) -> int:
+        """Global buffer capacity in 64-bit words."""
+        return self.glb_bank_words * self.glb_banks
+
+    @property
+    def glb_bytes(self) -> int:
+        """Global buffer capacity in bytes."""
+        return self.glb_words * 8
+
+    # -- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "AcceleratorConfig":
+        """Return a copy with ``changes`` applied (validated like the constructor)."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(
+                f"unknown configuration parameter(s) {sorted(unknown)}; "
+                f"known: {[f.name for f in fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def config_hash(self) -> str:
+        """Short, stable hash of all parameters (names Verilator build directories)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+PRESETS: dict[str, AcceleratorConfig] = {
+    # Fast unit and cocotb tests: a 3 x 4 array with small spads and a small GLB.
+    "tiny": AcceleratorConfig(pe_rows=3, pe_cols=4, filter_spad_depth=64, ifmap_spad_depth=12,
+                              psum_spad_depth=16, glb_bank_words=256, glb_banks=8),
+    # Small simulation preset (8 x 8) for CI-sized end-to-end runs.
+    "small": AcceleratorConfig(pe_rows=8, pe_cols=8, filter_spad_depth=224,
+                               ifmap_spad_depth=12, psum_spad_depth=24,
+                               glb_bank_words=512, glb_banks=16),
+    # ULX3S ECP5-85F target: 8 x 8 PEs, Eyeriss-sized spads, GLB in block RAM.
+    "fpga": AcceleratorConfig(pe_rows=8, pe_cols=8, filter_spad_depth=224, ifmap_spad_depth=12,
+                              psum_spad_depth=24, glb_bank_words=512, glb_banks=16),
+    # The Eyeriss chip (JSSC 2017): 12 x 14 PEs, 108 KB GLB, 16-bit psums.
+    "eyeriss": AcceleratorConfig(psum_width=16),
+    # Eyeriss geometry with the more accurate 32-bit psums (DESIGN.md section 2).
+    "default": AcceleratorConfig(),
+}
+
+
+def preset(name: str) -> AcceleratorConfig:
+    """Return the named preset.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a preset; the message lists the presets.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def parse_overrides(config: AcceleratorConfig, items: list[str]) -> AcceleratorConfig:
+    """Apply ``key=value`` strings (as given to ``--set``) to ``config``.
+
+    Integers accept any Python int literal; booleans accept true/false/on/off/1/0/yes/no.
+
+    Raises
+    ------
+    ValueError
+        On a malformed item, an unknown key, or a value out of range.
+    """
+    types = {f.name: f.type for f in fields(config)}
+    changes = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, _, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if key not in types:
+            raise ValueError(f"unknown configuration parameter {key!r}; known: {sorted(types)}")
+        if types[key] in ("bool", bool):
+            low = text.lower()
+            if low in ("1", "true", "on", "yes"):
+                changes[key] = True
+            elif low in ("0", "false", "off", "no"):
+                changes[key] = False
+            else:
+                raise ValueError(f"{key} must be a bool (true/false), got {text!r}")
+        else:
+            try:
+                changes[key] = int(text, 0)
+            except ValueError:
+                raise ValueError(f"{key} must be an integer, got {text!r}") from None
+    return config.replace(**changes)
