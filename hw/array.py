@@ -1,0 +1,377 @@
+"""The PE array: a ``pe_rows x pe_cols`` grid of row-stationary PEs and the networks around it.
+
+Row-stationary (RS) dataflow, Sze et al., "Efficient Processing of Deep Neural Networks",
+Proc. IEEE 2017, section V-B (Fig. 28 and Fig. 29), as built in Eyeriss (Chen et al.,
+IEEE JSSC 52(1), 2017, section IV): each PE runs 1-D row convolutions
+(:class:`~hw.pe.ProcessingElement`); filter rows are shared along array rows, ifmap rows along
+diagonals and psums accumulate up the columns. Data reaches the PEs over three global input
+networks (GIN) that *multicast by ID tag* (JSSC section IV-B): every PE holds tag registers
+set by the driver before a pass, and a GIN word is delivered in one transfer to every PE whose
+tag matches. Finished psums leave the array over the global output network (GON).
+
+Which PE does what is entirely in the role registers (written by the driver through
+``role_wr``); the array itself has no notion of layers, sets or folding. See
+:class:`PEArray` for the role semantics and the consistency the driver must guarantee.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .layouts import TAG_BITS, pe_role_layout, tagged_layout
+from .pe import PEConfig, ProcessingElement
+
+__all__ = ["PEArray", "role_layout"]
+
+
+def role_layout() -> data.StructLayout:
+    """Role registers of one PE (the fields of :func:`~hw.layouts.pe_role_layout` without the
+    PE index): ``active``, ``head``, ``tail`` (1 bit each) and ``filter_tag``, ``ifmap_tag``,
+    ``psum_tag`` (``TAG_BITS`` each)."""
+    return data.StructLayout({
+        "active": 1, "head": 1, "tail": 1,
+        "filter_tag": unsigned(TAG_BITS),
+        "ifmap_tag": unsigned(TAG_BITS),
+        "psum_tag": unsigned(TAG_BITS),
+    })
+
+
+def _tree(op, items):
+    """Balanced reduction of ``items`` with the binary ``op`` (log depth, not a chain)."""
+    items = list(items)
+    if not items:
+        return Const(0)
+    while len(items) > 1:
+        nxt = [op(a, b) for a, b in zip(items[0::2], items[1::2])]
+        if len(items) % 2:
+            nxt.append(items[-1])
+        items = nxt
+    return items[0]
+
+
+def _input_stage(m, name, src, layout):
+    """Two-entry skid buffer at a stream input.
+
+    Returns ``(valid, payload, fire)``: the registered head word and a ``fire`` signal the
+    caller drives (1 = the head word is consumed this cycle). ``src.ready`` is a flop (the skid
+    entry is empty), so no combinational path leads from the consumers back to the input, and
+    one word per cycle is sustained.
+    """
+    valid = Signal(name=f"{name}_valid")
+    payload = Signal(layout, name=f"{name}_payload")
+    sk_valid = Signal(name=f"{name}_skid_valid")
+    sk_payload = Signal(layout, name=f"{name}_skid_payload")
+    fire = Signal(name=f"{name}_fire")
+    accept = Signal(name=f"{name}_accept")
+    m.d.comb += [src.ready.eq(~sk_valid), accept.eq(src.valid & ~sk_valid)]
+    with m.If(~valid | fire):
+        with m.If(sk_valid):
+            m.d.sync += [payload.eq(sk_payload), valid.eq(1), sk_valid.eq(0)]
+        with m.Elif(accept):
+            m.d.sync += [payload.eq(src.payload), valid.eq(1)]
+        with m.Else():
+            m.d.sync += valid.eq(0)
+    with m.Elif(accept):
+        m.d.sync += [sk_payload.eq(src.payload), sk_valid.eq(1)]
+    return valid, payload, fire
+
+
+class PEArray(wiring.Component):
+    """``pe_rows x pe_cols`` row-stationary PE array with tag-multicast GINs, vertical psum
+    links and a tag-selected GON (Eyeriss JSSC section IV-B; survey section V-B).
+
+    PE ``pe = row * pe_cols + col``; row 0 is the top. Psums flow UP a column: the PE at
+    ``(row + 1, col)`` feeds the PE at ``(row, col)``.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        Uses ``pe_rows``, ``pe_cols``, ``data_width``, ``psum_width``, ``psum_spad_depth`` and
+        whatever :class:`~hw.pe.ProcessingElement` uses.
+    out_fifo_depth : int
+        Passed to every :class:`~hw.pe.ProcessingElement`.
+
+    Ports
+    -----
+    role_wr : In(stream.Signature(pe_role_layout()))
+        Writes the role registers of PE ``pe`` (see *Roles*). ``ready`` is ``~busy``: roles
+        change only between passes. An index ``pe >= num_pes`` is accepted, dropped, and sets
+        ``role_error``. All registers reset to 0 (inactive).
+    role_error : Out(1)
+        Sticky: a role word with ``pe >= num_pes`` was received. Cleared by ``role_error_clear``.
+    role_error_clear : In(1)
+        Clears ``role_error`` (a bad word in the same cycle wins). May be left unconnected.
+    cfg : In(PEConfig(config))
+        Run configuration of the pass, sampled in the cycle ``start`` is accepted.
+    start : In(1)
+        Pulse while ``busy`` is low: in the next cycle every *active* PE starts with ``cfg``,
+        except that its ``psum_in_en`` is ``cfg.psum_in_en`` for a chain head and 1 for every
+        other PE (a non-head always adds the psum of the PE below). Ignored while busy.
+    busy : Out(1)
+        High from the cycle after an accepted ``start`` while a start is pending, any active PE
+        is busy, or the GON output register holds a word; low means the pass is completely
+        finished (every psum has left on ``gon``).
+    filter_gin : In(stream.Signature(tagged_layout(signed(data_width))))
+        Filter words. Delivered in ONE transfer to every active PE whose ``filter_tag`` equals
+        ``tag``; the transfer happens when all those PEs are ready (Eyeriss GIN semantics).
+        Each PE receives its ``p*q*S`` words in its spad order (see ``hw.pe``).
+    ifmap_gin : In(stream.Signature(tagged_layout(signed(data_width))))
+        Ifmap words, the same with ``ifmap_tag`` (an ifmap row reaches a diagonal of the RS
+        set: the driver gives PE ``(i, j)`` of a set ``ifmap_tag = i + U*j`` plus a set offset).
+    psum_gin : In(stream.Signature(tagged_layout(signed(psum_width))))
+        Input psums, the same with ``psum_tag``, matching active chain HEADS only; they feed the
+        heads' ``psum_in`` and are used only when ``cfg.psum_in_en`` (a head started with
+        ``psum_in_en = 0`` is never ready: do not send it psums).
+    gin_dropped : Out(range(4))
+        Number of GIN words (0..3, one per GIN) that matched no PE and were dropped this
+        cycle; add it to a counter. Combinational from the GIN registers.
+    gon_sel : In(stream.Signature(unsigned(TAG_BITS)))
+        One tag per wanted psum: the GON takes the next ``psum_out`` word of the active TAIL
+        whose ``psum_tag`` equals the tag and emits it on ``gon`` (one psum per sel, in sel
+        order). A sel that matches no tail waits forever (driver error).
+    gon : Out(stream.Signature(signed(psum_width)))
+        The selected psums; registered (2-entry skid buffer), ``valid`` independent of
+        ``ready``.
+    mac_count : Out(range(num_pes + 1))
+        Registered: number of PEs whose ``mac_fire`` was high in the previous cycle.
+    gated_count : Out(range(num_pes * psum_spad_depth + 1))
+        Registered: sum of all PEs' ``mac_gated`` counts in the previous cycle. Over a pass,
+        ``sum(mac_count) + sum(gated_count) = p*q*S*F*n_rows * (active PEs)``.
+    stall : Out(1)
+        Registered: in the previous cycle ``busy`` was high and no PE fired or gated a MAC.
+
+    Roles
+    -----
+    ``active``
+        The PE takes part in the pass: it is started on ``start``, matched by the GINs/GON and
+        its links are used. An inactive PE is never started nor matched.
+    ``filter_tag``, ``ifmap_tag``
+        Multicast IDs of the filter and ifmap GINs.
+    ``head``
+        First (bottom) PE of a psum chain: its ``psum_in`` comes from ``psum_gin`` (tag
+        ``psum_tag``) when ``cfg.psum_in_en``, else it starts from zero.
+    ``tail``
+        Last (top) PE of a chain: its ``psum_out`` goes to the GON, selected by ``psum_tag``.
+        A PE may be both head and tail (a chain of one PE).
+    non-head active PE at ``(r, c)``
+        Adds, psum by psum, the ``psum_out`` of PE ``(r + 1, c)`` (vertical link).
+    non-tail active PE at ``(r, c)``
+        Its ``psum_out`` goes to the ``psum_in`` of PE ``(r - 1, c)``.
+
+    Driver obligations (assumed, not checked; a violation hangs the pass or corrupts psums):
+
+    1. Every active non-head PE ``(r, c)`` has ``r < pe_rows - 1`` and PE ``(r + 1, c)`` is
+       active and not a tail; every active non-tail PE ``(r, c)`` has ``r > 0`` and PE
+       ``(r - 1, c)`` is active and not a head. (Chains are contiguous runs of a column.)
+    2. The ``psum_tag`` of the active tails are distinct (the GON select is one-hot).
+    3. Every active PE receives exactly its words: ``p*q*S`` filter words when
+       ``load_filter``, ``n_rows * ((F-1)*U + S) * q`` ifmap words, and a head
+       ``F*p*n_rows`` psums when ``psum_in_en``; ``gon_sel`` names every tail exactly
+       ``F*p*n_rows`` times.
+    4. Stream orders keep every matched group able to progress together: a GIN word waits for
+       ALL its targets, and the spads are small, so streams must interleave the targets, e.g.
+       ifmap words column by column across all diagonals (``for w: for tag: for qi``) and
+       ``gon_sel``/``psum_gin`` output by output across the chains (``for f: for chain: for
+       pi``). Sending one whole row after another deadlocks (a PE waiting on a later word
+       blocks a word shared with another PE).
+    5. Roles are written only while idle (enforced: ``role_wr.ready = ~busy``; a word accepted
+       in the same cycle as ``start`` applies to that pass). GIN words that arrive before the
+       roles are set are matched against the roles of that moment (and may be dropped).
+
+    Micro-architecture and timing
+    -----------------------------
+    Each GIN and ``gon_sel`` has a 2-entry input skid buffer, so the data/tag broadcast to all
+    PEs starts from flops and every input ``ready`` is a flop. The tag compare with the role
+    registers (flops) and the "all matching targets ready" AND-reduction are combinational
+    (a PE's ``ready`` depends only on its registered state, never on its ``valid``). The GON is
+    a one-hot AND-OR mux over all PEs' ``psum_out`` (select = active tail with matching
+    ``psum_tag``) into a 2-entry output register. ``start``/``cfg`` are registered once before
+    the fan-out to the PEs. Vertical links connect neighbouring PEs directly (``psum_out`` is
+    registered inside the PE and ``psum_in.ready`` depends on registered state only). The
+    performance sums are balanced adder trees into registers. Latency: start -> PE start 1
+    cycle; GIN input -> PE 1 cycle; tail ``psum_out`` -> ``gon`` 1 cycle.
+    """
+
+    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 5):
+        self._config = config
+        self._out_fifo_depth = out_fifo_depth
+        dw, pw, n = config.data_width, config.psum_width, config.num_pes
+        super().__init__({
+            "role_wr": In(stream.Signature(pe_role_layout())),
+            "role_error": Out(1),
+            "role_error_clear": In(1),
+            "cfg": In(PEConfig(config)),
+            "start": In(1),
+            "busy": Out(1),
+            "filter_gin": In(stream.Signature(tagged_layout(signed(dw)))),
+            "ifmap_gin": In(stream.Signature(tagged_layout(signed(dw)))),
+            "psum_gin": In(stream.Signature(tagged_layout(signed(pw)))),
+            "gin_dropped": Out(range(4)),
+            "gon_sel": In(stream.Signature(unsigned(TAG_BITS))),
+            "gon": Out(stream.Signature(signed(pw))),
+            "mac_count": Out(range(n + 1)),
+            "gated_count": Out(range(n * config.psum_spad_depth + 1)),
+            "stall": Out(1),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        rows, cols, n = c.pe_rows, c.pe_cols, c.num_pes
+        dw, pw = c.data_width, c.psum_width
+
+        pes = []
+        for r in range(rows):
+            for col in range(cols):
+                pe = ProcessingElement(c, out_fifo_depth=self._out_fifo_depth)
+                m.submodules[f"pe_{r}_{col}"] = pe
+                pes.append(pe)
+        roles = [Signal(role_layout(), name=f"role_{k // cols}_{k % cols}") for k in range(n)]
+
+        def at(r, col):
+            return r * cols + col
+
+        # ---- busy / start -------------------------------------------------------------------
+        start_r = Signal(name="start_r")
+        cfg_r = Signal(PEConfig(c), name="cfg_r")
+        gon_out_valid = Signal(name="gon_out_valid")
+        any_pe_busy = Signal(name="any_pe_busy")
+        m.d.comb += [
+            any_pe_busy.eq(Cat(pe.busy for pe in pes).any()),
+            self.busy.eq(start_r | any_pe_busy | gon_out_valid),
+        ]
+        m.d.sync += start_r.eq(self.start & ~self.busy)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += cfg_r.eq(self.cfg)
+        for pe, role in zip(pes, roles):
+            m.d.comb += [
+                pe.start.eq(start_r & role.active),
+                pe.cfg.eq(cfg_r),
+                pe.cfg.psum_in_en.eq(Mux(role.head, cfg_r.psum_in_en, 1)),
+            ]
+
+        # ---- role registers -----------------------------------------------------------------
+        wr = self.role_wr
+        m.d.comb += wr.ready.eq(~self.busy)
+        with m.If(self.role_error_clear):
+            m.d.sync += self.role_error.eq(0)
+        with m.If(wr.valid & wr.ready):
+            if n < (1 << len(wr.payload.pe)):
+                with m.If(wr.payload.pe >= n):
+                    m.d.sync += self.role_error.eq(1)
+            for k, role in enumerate(roles):
+                with m.If(wr.payload.pe == k):
+                    m.d.sync += [
+                        role.active.eq(wr.payload.active),
+                        role.head.eq(wr.payload.head),
+                        role.tail.eq(wr.payload.tail),
+                        role.filter_tag.eq(wr.payload.filter_tag),
+                        role.ifmap_tag.eq(wr.payload.ifmap_tag),
+                        role.psum_tag.eq(wr.payload.psum_tag),
+                    ]
+
+        # ---- GINs: registered broadcast, tag match, all-targets-ready ----------------------
+        def gin(name, src, shape, field, targets, head_only=False):
+            """Deliver ``src`` to ``targets[k]`` (a stream In port of PE k) for each PE whose
+            role ``field`` matches the tag; returns the dropped strobe."""
+            valid, payload, fire = _input_stage(m, name, src, tagged_layout(shape))
+            match = Signal(n, name=f"{name}_match")
+            for k, role in enumerate(roles):
+                sel = role.active & (getattr(role, field) == payload.tag)
+                if head_only:
+                    sel = sel & role.head
+                m.d.comb += match[k].eq(sel)
+            all_ready = Signal(name=f"{name}_all_ready")
+            m.d.comb += [
+                all_ready.eq(Cat(~match[k] | t.ready for k, t in enumerate(targets)).all()),
+                fire.eq(valid & all_ready),
+            ]
+            for k, t in enumerate(targets):
+                m.d.comb += [t.valid.eq(fire & match[k]), t.payload.eq(payload.data)]
+            dropped = Signal(name=f"{name}_dropped")
+            m.d.comb += dropped.eq(fire & ~match.any())
+            return dropped
+
+        drop_f = gin("filter_gin", self.filter_gin, signed(dw), "filter_tag",
+                     [pe.filter_in for pe in pes])
+        drop_i = gin("ifmap_gin", self.ifmap_gin, signed(dw), "ifmap_tag",
+                     [pe.ifmap_in for pe in pes])
+        # psum GIN targets are per-PE proxies, muxed with the vertical links below.
+        head_in = [stream.Signature(signed(pw)).create(path=(f"head_in_{k}",))
+                   for k in range(n)]
+        drop_p = gin("psum_gin", self.psum_gin, signed(pw), "psum_tag", head_in,
+                     head_only=True)
+        m.d.comb += self.gin_dropped.eq(drop_f + drop_i + drop_p)
+
+        # ---- GON: one-hot select over the tails, 2-entry output register -----------------
+        sel_valid, sel_tag, take = _input_stage(m, "gon_sel", self.gon_sel, unsigned(TAG_BITS))
+        gsel = Signal(n, name="gon_match")
+        for k, role in enumerate(roles):
+            m.d.comb += gsel[k].eq(role.active & role.tail & (role.psum_tag == sel_tag))
+        src_valid = Signal(name="gon_src_valid")
+        src_data = Signal(pw, name="gon_src_data")
+        m.d.comb += [
+            src_valid.eq(Cat(gsel[k] & pe.psum_out.valid for k, pe in enumerate(pes)).any()),
+            src_data.eq(_tree(lambda a, b: a | b,
+                              [Mux(gsel[k], pe.psum_out.payload.as_unsigned(), 0)
+                               for k, pe in enumerate(pes)])),
+        ]
+        out_data = Signal(signed(pw), name="gon_out_data")
+        sk_valid = Signal(name="gon_skid_valid")
+        sk_data = Signal(signed(pw), name="gon_skid_data")
+        m.d.comb += [
+            take.eq(sel_valid & src_valid & ~sk_valid),
+            self.gon.valid.eq(gon_out_valid),
+            self.gon.payload.eq(out_data),
+        ]
+        with m.If(~gon_out_valid | self.gon.ready):
+            with m.If(sk_valid):
+                m.d.sync += [out_data.eq(sk_data), gon_out_valid.eq(1), sk_valid.eq(0)]
+            with m.Elif(take):
+                m.d.sync += [out_data.eq(src_data.as_signed()), gon_out_valid.eq(1)]
+            with m.Else():
+                m.d.sync += gon_out_valid.eq(0)
+        with m.Elif(take):
+            m.d.sync += [sk_data.eq(src_data.as_signed()), sk_valid.eq(1)]
+
+        # ---- vertical psum links and psum_in/psum_out routing ------------------------------
+        for r in range(rows):
+            for col in range(cols):
+                k = at(r, col)
+                pe, role = pes[k], roles[k]
+                # psum_in: the psum GIN for a head, the PE below for a non-head.
+                if r + 1 < rows:
+                    below, brole = pes[at(r + 1, col)], roles[at(r + 1, col)]
+                    link_valid = below.psum_out.valid & ~brole.tail
+                    link_data = below.psum_out.payload
+                else:
+                    link_valid, link_data = Const(0), Const(0, signed(pw))
+                m.d.comb += [
+                    pe.psum_in.valid.eq(Mux(role.head, head_in[k].valid, link_valid)),
+                    pe.psum_in.payload.eq(Mux(role.head, head_in[k].payload, link_data)),
+                    head_in[k].ready.eq(pe.psum_in.ready),
+                ]
+                # psum_out: the GON for a tail, the PE above (an active non-head) otherwise.
+                if r > 0:
+                    above, arole = pes[at(r - 1, col)], roles[at(r - 1, col)]
+                    up_ready = arole.active & ~arole.head & above.psum_in.ready
+                else:
+                    up_ready = Const(0)
+                m.d.comb += pe.psum_out.ready.eq(Mux(role.tail, take & gsel[k], up_ready))
+
+        # ---- performance strobes (registered) ----------------------------------------------
+        fires = [pe.mac_fire for pe in pes]
+        m.d.sync += [
+            self.mac_count.eq(_tree(lambda a, b: a + b, fires)),
+            self.gated_count.eq(_tree(lambda a, b: a + b, [pe.mac_gated for pe in pes])),
+            self.stall.eq(self.busy & ~Cat(fires).any()
+                          & ~Cat(pe.mac_gated.any() for pe in pes).any()),
+        ]
+        return m
