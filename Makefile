@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,demo]'
+	$(BIN)/pip install -e '.[dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
