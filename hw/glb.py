@@ -22,9 +22,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
+from hw.layouts import GRANULE_BITS
 
-__all__ = ["GLB_WORD_BITS", "glb_addr_width", "glb_read_signature", "glb_write_layout",
-           "GlobalBuffer"]
+__all__ = ["GLB_WORD_BITS", "GLB_MASK_BITS", "glb_addr_width", "glb_read_signature",
+           "glb_write_layout", "GlobalBuffer"]
 
 #: Bits per GLB word (one RLC word, one DRAM beat; DESIGN.md sections 3 and 4).
 GLB_WORD_BITS = 64
@@ -55,10 +56,19 @@ def glb_read_signature(addr_width: int) -> wiring.Signature:
     })
 
 
+#: Enable bits of a GLB write: one per ``GRANULE_BITS``-bit granule of the word.
+GLB_MASK_BITS = GLB_WORD_BITS // GRANULE_BITS
+
+
 def glb_write_layout(addr_width: int) -> data.StructLayout:
-    """Payload of a GLB write port: ``addr`` (``addr_width`` bits, word address) and
-    ``data`` (64 bits)."""
-    return data.StructLayout({"addr": addr_width, "data": GLB_WORD_BITS})
+    """Payload of a GLB write port: ``addr`` (``addr_width`` bits, word address), ``data``
+    (64 bits) and ``mask`` (``GLB_MASK_BITS`` = 64 // ``GRANULE_BITS`` = 4 bits).
+
+    Bit ``g`` of ``mask`` enables data bits ``[16g + 15 : 16g]``; granules whose bit is 0
+    keep their old contents. A whole-word write uses ``mask = 0xF``; a write with
+    ``mask = 0`` is accepted (and arbitrated, and range-checked) but changes nothing."""
+    return data.StructLayout({"addr": addr_width, "data": GLB_WORD_BITS,
+                              "mask": GLB_MASK_BITS})
 
 
 class GlobalBuffer(wiring.Component):
@@ -85,7 +95,8 @@ class GlobalBuffer(wiring.Component):
         ``rd[i].req`` (in): stream of word addresses, ``addr_width`` bits.
         ``rd[i].resp`` (out): stream of 64-bit words, in request order per port.
     wr : In(stream.Signature(glb_write_layout(addr_width))).array(write_ports)
-        Stream of ``{addr, data}`` writes.
+        Stream of ``{addr, data, mask}`` writes; ``mask`` bit ``g`` enables the 16-bit
+        granule ``g`` (data bits ``[16g + 15 : 16g]``), see :func:`glb_write_layout`.
     error : Out(1)
         Sticky: set the cycle after a read or write request with an out-of-range address
         (``addr >= glb_words``) is accepted. Such a write is dropped; such a read is
@@ -97,7 +108,8 @@ class GlobalBuffer(wiring.Component):
     Timing
     ------
     Each bank is one ``Memory(shape=64, depth=glb_bank_words)`` with one synchronous read
-    port and one write port (simple dual port: an ECP5 DP16KD / a two-port SRAM macro).
+    port and one write port with 16-bit write granularity (simple dual port with byte
+    enables: an ECP5 DP16KD / a two-port SRAM macro with bit-group write enables).
 
     * Read latency: the word requested by the ``req`` handshake in cycle ``t`` is valid on
       ``resp`` in cycle ``t + 1`` (bypassing the response buffer when it is empty). A port
@@ -205,7 +217,8 @@ class GlobalBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             # Non-transparent: read-during-write to one address returns the old word.
             rports.append(mem.read_port(domain="sync", transparent_for=()))
-            wports.append(mem.write_port())
+            # Per-granule write enables (``en`` is GLB_MASK_BITS wide).
+            wports.append(mem.write_port(granularity=GRANULE_BITS))
 
         error_set = Signal()
 
@@ -296,7 +309,7 @@ class GlobalBuffer(wiring.Component):
             for p, g in enumerate(grants):
                 with m.If(g):
                     m.d.comb += [wp.addr.eq(wr_dec[p][1]), wp.data.eq(self.wr[p].payload.data),
-                                 wp.en.eq(1)]
+                                 wp.en.eq(self.wr[p].payload.mask)]
             for p, g in enumerate(grants):
                 wr_granted[p] = wr_granted[p] | g
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Fragment
+from amaranth.hdl import Elaboratable, Fragment
 from amaranth.lib.wiring import Flow
 
 from hw.config import preset
@@ -16,6 +16,7 @@ from sim_tests.support.stream import get_n, put_all, run_testbenches, seeded
 
 TINY = preset("tiny")          # 8 banks x 256 words
 MASK64 = (1 << 64) - 1
+FULL = 0xF                     # write mask: all four 16-bit granules
 
 
 def random_init(config, seed):
@@ -82,6 +83,7 @@ def test_port_directions_and_widths():
         assert flows[("wr", p, "ready")] == Flow.Out
         assert len(glb.wr[p].payload.addr) == 11
         assert len(glb.wr[p].payload.data) == 64
+        assert len(glb.wr[p].payload.mask) == 4       # one enable per 16-bit granule
     assert flows[("error",)] == Flow.Out
     Fragment.get(glb, None)   # elaborates (and marks it used)
     assert GlobalBuffer(preset("eyeriss")).addr_width == 14   # 27 * 512 = 13824 words
@@ -112,7 +114,7 @@ def test_random_write_then_read(seed):
     # Distinct addresses per write phase: concurrent writes from different ports to one
     # address would have no defined order.
     waddrs = rng.sample(range(TINY.glb_words), 600)
-    writes = [{"addr": a, "data": rng.getrandbits(64)} for a in waddrs]
+    writes = [{"addr": a, "data": rng.getrandbits(64), "mask": FULL} for a in waddrs]
     for w in writes:
         model[w["addr"]] = w["data"]
     wr_lists = split(writes, 3)
@@ -148,6 +150,83 @@ def test_random_write_then_read(seed):
         assert results[p] == [model[a] for a in rd_lists[p]], f"read port {p}"
 
 
+class Prebuilt(Elaboratable):
+    """Elaborates ``glb`` up front so a testbench can reach its bank memories
+    (``banks[b].data[i]``)."""
+
+    def __init__(self, glb):
+        self.module = glb.elaborate(None)
+        self.banks = [self.module.submodules[f"bank{b}"] for b in range(glb.num_banks)]
+
+    def elaborate(self, platform):
+        return self.module
+
+
+def apply_mask(old, data, mask):
+    """Model of a masked write: granule g (bits [16g+15:16g]) from ``data`` if mask bit g."""
+    for g in range(4):
+        if mask >> g & 1:
+            sel = 0xFFFF << (16 * g)
+            old = (old & ~sel) | (data & sel)
+    return old
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_partial_mask_writes(seed):
+    """Writes with random masks (including 0 and 0xF), several to the same word in order
+    through one port: only the masked granules change. Then two ports write disjoint
+    granules of the same words at the same time: every word combines both."""
+    rng = random.Random(seed + 500)
+    init = random_init(TINY, seed + 600)
+    glb = GlobalBuffer(TINY, read_ports=1, write_ports=2, init=init)
+    model = dict(enumerate(init))
+    hot = rng.sample(range(TINY.glb_words), 40)          # rewritten many times
+    seq = []
+    for _ in range(400):
+        a = rng.choice(hot) if rng.random() < 0.6 else rng.randrange(TINY.glb_words)
+        w = {"addr": a, "data": rng.getrandbits(64), "mask": rng.randrange(16)}
+        seq.append(w)
+        model[a] = apply_mask(model[a], w["data"], w["mask"])
+    # Phase 2: port 0 writes granules {0, 2}, port 1 granules {1, 3} of the same words.
+    shared = rng.sample(range(TINY.glb_words), 60)
+    split_wr = [[], []]
+    for a in shared:
+        for p, mask in ((0, 0b0101), (1, 0b1010)):
+            w = {"addr": a, "data": rng.getrandbits(64), "mask": mask}
+            split_wr[p].append(w)
+            model[a] = apply_mask(model[a], w["data"], mask)
+    check = sorted(set(w["addr"] for w in seq) | set(shared))
+    flags, out = {"seq": False, "par": 0}, {}
+
+    async def writer0(ctx):
+        await put_all(ctx, glb.wr[0], seq, rng=seeded(seed + 700), stall=0.3)
+        flags["seq"] = True
+        await put_all(ctx, glb.wr[0], split_wr[0], rng=seeded(seed + 701), stall=0.3)
+        flags["par"] += 1
+
+    async def writer1(ctx):
+        await wait_flag(ctx, lambda: flags["seq"])
+        await put_all(ctx, glb.wr[1], split_wr[1], rng=seeded(seed + 702), stall=0.3)
+        flags["par"] += 1
+
+    async def requester(ctx):
+        await wait_flag(ctx, lambda: flags["par"] == 2)
+        await put_all(ctx, glb.rd[0].req, check)
+
+    async def receiver(ctx):
+        out["data"] = await get_n(ctx, glb.rd[0].resp, len(check), rng=seeded(seed + 703),
+                                  stall=0.2)
+        # The bank memories agree with the read port.
+        bw = TINY.glb_bank_words
+        out["mem"] = [ctx.get(glb_banks[a // bw].data[a % bw]) for a in check]
+
+    top = Prebuilt(glb)
+    glb_banks = top.banks
+    run_testbenches(top, writer0, writer1, requester, receiver, deadline_cycles=6000)
+    assert out["data"] == [model[a] for a in check]
+    assert out["mem"] == [model[a] for a in check]
+
+
 def test_concurrent_reads_and_writes():
     """Reads and writes at the same time, to disjoint random address sets spread over all
     banks (so reads and writes often share a bank in the same cycle)."""
@@ -157,7 +236,7 @@ def test_concurrent_reads_and_writes():
     addrs = list(range(TINY.glb_words))
     rng.shuffle(addrs)
     waddrs, raddrs = addrs[:400], addrs[400:]
-    writes = [{"addr": a, "data": rng.getrandbits(64)} for a in waddrs]
+    writes = [{"addr": a, "data": rng.getrandbits(64), "mask": FULL} for a in waddrs]
     wr_lists = split(writes, 2)
     rd_lists = [[rng.choice(raddrs) for _ in range(300)] for _ in range(2)]
     done = [0]
@@ -275,8 +354,8 @@ def test_write_full_rate_and_read_write_same_bank():
     init = random_init(TINY, 9)
     rng = random.Random(10)
     glb = GlobalBuffer(TINY, read_ports=1, write_ports=2, init=init)
-    wr_lists = [[{"addr": 2 * bw + i, "data": rng.getrandbits(64)} for i in range(n)],
-                [{"addr": 3 * bw + i, "data": rng.getrandbits(64)} for i in range(n)]]
+    wr_lists = [[{"addr": 2 * bw + i, "data": rng.getrandbits(64), "mask": FULL} for i in range(n)],
+                [{"addr": 3 * bw + i, "data": rng.getrandbits(64), "mask": FULL} for i in range(n)]]
     # Reads from bank 2, upper half (never written here).
     rd_list = [2 * bw + 128 + rng.randrange(bw - 128) for _ in range(n)]
     wcycles, res = {}, {}
@@ -349,7 +428,7 @@ def test_read_during_write_returns_old_word():
 
     async def tb(ctx):
         rd, wr = glb.rd[0], glb.wr[0]
-        ctx.set(wr.payload, {"addr": addr, "data": new})
+        ctx.set(wr.payload, {"addr": addr, "data": new, "mask": FULL})
         ctx.set(wr.valid, 1)
         ctx.set(rd.req.payload, addr)
         ctx.set(rd.req.valid, 1)
@@ -394,7 +473,7 @@ def test_out_of_range_sets_error(config, addr_width):
         out["ok"] = await get_n(ctx, rd.resp, 1)
         assert ctx.get(glb.error) == 0
         # An out-of-range write is dropped and sets error.
-        await put_all(ctx, wr, [{"addr": bad[1], "data": MASK64}])
+        await put_all(ctx, wr, [{"addr": bad[1], "data": MASK64, "mask": FULL}])
         await ctx.tick()
         assert ctx.get(glb.error) == 1
         # error_clear clears it.
@@ -444,7 +523,8 @@ def test_one_bank_one_port():
     config = TINY.replace(glb_banks=1)
     glb = GlobalBuffer(config, read_ports=1, write_ports=1)
     rng = random.Random(14)
-    writes = [{"addr": a, "data": rng.getrandbits(64)} for a in rng.sample(range(256), 64)]
+    writes = [{"addr": a, "data": rng.getrandbits(64), "mask": FULL}
+              for a in rng.sample(range(256), 64)]
     done, out = [False], {}
 
     async def writer(ctx):
