@@ -1,0 +1,180 @@
+"""End to end on Verilator: whole layers through ``Accelerator(...).conv2d``, bit-exact
+against the golden model (DESIGN.md section 2), on the ``tiny`` preset (and ``small``).
+
+Each test is one simulation of the cached build: DRAM is loaded and read back in bulk and
+the accelerator runs the command list on its own.
+"""
+
+import numpy as np
+import pytest
+
+from hw.config import preset
+from hw.layouts import ErrorCode
+from sw_driver.accelerator import Accelerator, ConvLayer
+from sw_driver.golden import conv2d, rlc_encode
+from sw_driver.targets import AcceleratorError, DramModel
+
+pytestmark = pytest.mark.verilator
+
+TINY = preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def acc():
+    return Accelerator(TINY)
+
+
+def _data(rng, shape, lo=-300, hi=300, zeros=0.0):
+    x = rng.integers(lo, hi + 1, size=shape)
+    if zeros:
+        x[rng.random(shape) < zeros] = 0
+    return x.astype(np.int16)
+
+
+def _check(acc, x, w, b=None, **kw):
+    y, stats = acc.conv2d(x, w, b, **kw)
+    ref_kw = {k: v for k, v in kw.items() if k in ("stride", "padding", "groups",
+                                                   "product_shift", "output_shift", "relu")}
+    ref = conv2d(x, w, b, psum_width=acc.config.psum_width,
+                 data_width=acc.config.data_width, **ref_kw)
+    np.testing.assert_array_equal(y, ref)
+    assert stats.counters["macs"] + stats.counters["macs_gated"] >= stats.macs
+    return y, stats
+
+
+def test_basic_layer_bias_relu_shifts(acc):
+    rng = np.random.default_rng(0)
+    x = _data(rng, (1, 2, 8, 8), zeros=0.3)
+    w = _data(rng, (3, 2, 3, 3), -100, 100)
+    b = rng.integers(-5000, 5000, size=3)
+    y, stats = _check(acc, x, w, b, stride=1, padding=1, output_shift=6, relu=True)
+    assert y.shape == (1, 3, 8, 8)
+    assert stats.cycles > 0 and 0 < stats.utilization <= 1
+
+
+@pytest.mark.parametrize("R, U, P, H", [(1, 1, 0, 6), (1, 2, 0, 9), (3, 2, 1, 9),
+                                        (5, 1, 2, 7), (11, 4, 0, 23)])
+def test_filter_sizes_and_strides(acc, R, U, P, H):
+    rng = np.random.default_rng(R * 10 + U)
+    x = _data(rng, (1, 3, H, H))
+    w = _data(rng, (4, 3, R, R), -50, 50)
+    _check(acc, x, w, stride=U, padding=P, output_shift=4)
+
+
+def test_several_passes_folding_and_batch(acc):
+    """C and M beyond one pass, E > pe_cols (folding), N > 1, product_shift floor."""
+    rng = np.random.default_rng(5)
+    x = _data(rng, (2, 5, 12, 12), zeros=0.5)
+    w = _data(rng, (7, 5, 3, 3), -2000, 2000)
+    y, stats = _check(acc, x, w, stride=1, padding=0, product_shift=3, output_shift=5)
+    assert stats.layers[0].mapping.n_fold > 1
+    assert stats.layers[0].mapping.n_passes > 1
+
+
+def test_groups_and_fc(acc):
+    rng = np.random.default_rng(7)
+    x = _data(rng, (1, 4, 6, 6))
+    w = _data(rng, (4, 2, 3, 3), -50, 50)
+    _check(acc, x, w, stride=1, padding=1, groups=2, output_shift=3)
+    # Fully connected = CONV with R = H, S = W.
+    xf = _data(rng, (2, 3, 4, 4))
+    wf = _data(rng, (5, 3, 4, 4), -50, 50)
+    y, _ = _check(acc, xf, wf, output_shift=4)
+    assert y.shape == (2, 5, 1, 1)
+
+
+def test_extreme_values_wrap_and_saturate():
+    cfg = TINY.replace(psum_width=16)
+    acc16 = Accelerator(cfg)
+    rng = np.random.default_rng(9)
+    x = rng.choice([-32768, 32767, 0, 1, -1], size=(1, 2, 6, 6)).astype(np.int16)
+    w = rng.choice([-32768, 32767, 3], size=(3, 2, 3, 3)).astype(np.int16)
+    _check(acc16, x, w, product_shift=15, output_shift=0)
+
+
+def test_random_memory_latency_and_backpressure_give_identical_results():
+    rng = np.random.default_rng(11)
+    x = _data(rng, (1, 3, 9, 9), zeros=0.4)
+    w = _data(rng, (5, 3, 3, 3), -80, 80)
+    fast = Accelerator(TINY)
+    slow = Accelerator(TINY, dram=DramModel(latency=13, jitter_mask=31, rate_num=3,
+                                            rate_den=10, stall=90, seed=5))
+    y1, s1 = _check(fast, x, w, padding=1, output_shift=4, relu=True)
+    y2, s2 = _check(slow, x, w, padding=1, output_shift=4, relu=True)
+    np.testing.assert_array_equal(y1, y2)
+    assert s2.cycles > s1.cycles
+
+
+def test_network_keeps_rlc_ofmaps_in_dram(acc):
+    rng = np.random.default_rng(13)
+    x = _data(rng, (1, 2, 10, 10))
+    l1 = ConvLayer(_data(rng, (4, 2, 3, 3), -60, 60), rng.integers(-300, 300, 4), padding=1,
+                   output_shift=5, relu=True)
+    l2 = ConvLayer(_data(rng, (3, 4, 3, 3), -60, 60), None, stride=2, output_shift=5,
+                   relu=True)
+    outs, stats = acc.run_network(x, [l1, l2])
+    r1 = conv2d(x, l1.weights, l1.bias, padding=1, output_shift=5, relu=True)
+    r2 = conv2d(r1, l2.weights, stride=2, output_shift=5, relu=True)
+    np.testing.assert_array_equal(outs[0], r1)
+    np.testing.assert_array_equal(outs[1], r2)
+    assert stats.layers[0].ofmap_words < stats.layers[0].ofmap_dense_words or \
+        (r1 != 0).mean() > 0.7
+
+
+def test_malformed_rlc_sets_error_and_does_not_hang(acc):
+    rng = np.random.default_rng(17)
+    x = _data(rng, (1, 1, 6, 6), zeros=0.5)
+    w = _data(rng, (2, 1, 3, 3))
+    # Corrupt the input: clear the last-word bit of the plane's stream.
+    import sw_driver.compiler as comp
+    orig = comp.PlaneStore.encode
+
+    def broken(self, t, data_width=16):
+        words = orig(self, t, data_width)
+        if self.rlc:
+            n = len(rlc_encode(t[0, 0].ravel()))
+            words[n - 1] &= np.uint64((1 << 63) - 1)
+        return words
+
+    comp.PlaneStore.encode = broken
+    try:
+        with pytest.raises(AcceleratorError) as info:
+            acc.conv2d(x, w, ifmap_rlc=True, max_cycles=200_000)
+    finally:
+        comp.PlaneStore.encode = orig
+    assert info.value.code == ErrorCode.RLC_MALFORMED
+    # The same accelerator then runs a good layer.
+    _check(acc, x, w, ifmap_rlc=True)
+
+
+def test_reset_mid_layer_then_clean_rerun(acc):
+    rng = np.random.default_rng(19)
+    x = _data(rng, (1, 3, 10, 10))
+    w = _data(rng, (4, 3, 3, 3), -50, 50)
+    y, stats = _check(acc, x, w, padding=1, output_shift=3, reset_at=1500)
+    assert stats.reset_while_busy
+
+
+def test_random_shapes_bit_exact(acc):
+    """Random layer shapes not listed elsewhere, against the golden model."""
+    rng = np.random.default_rng(23)
+    for _ in range(4):
+        R = int(rng.integers(1, 5))
+        U = int(rng.integers(1, 4))
+        P = int(rng.integers(0, 2))
+        H = int(rng.integers(R + 1, 13))
+        C = int(rng.integers(1, 6))
+        M = int(rng.integers(1, 9))
+        N = int(rng.integers(1, 3))
+        x = _data(rng, (N, C, H, H), zeros=float(rng.random()) * 0.7)
+        w = _data(rng, (M, C, R, R), -128, 128)
+        _check(acc, x, w, stride=U, padding=P, output_shift=int(rng.integers(0, 8)),
+               relu=bool(rng.integers(0, 2)), ifmap_rlc=bool(rng.integers(0, 2)))
+
+
+def test_small_preset_layer():
+    acc8 = Accelerator(preset("small"))
+    rng = np.random.default_rng(29)
+    x = _data(rng, (2, 6, 14, 14), zeros=0.5)
+    w = _data(rng, (10, 6, 3, 3), -60, 60)
+    _check(acc8, x, w, padding=1, output_shift=5, relu=True)

@@ -1,0 +1,315 @@
+"""Compiler: a mapped layer (or network) to a DRAM image and a command list.
+
+DRAM layout (64-bit words), allocated by :class:`DramAllocator`:
+
+- ifmaps/ofmaps: one *slot* per 2-D plane (image n, channel c), slot ``n*C + c``. An RLC
+  plane is one stream (DESIGN.md section 3) in a slot of ``ceil(H*W/3)`` words, its worst
+  case; a raw plane is packed ``lanes`` elements per word, LSB first.
+- filters: pre-arranged per pass in the order the filter GIN streams them (tag, then
+  ``(s, qi, pi)`` spad order, ``hw.pe``), so the LOAD is one raw copy.
+- bias: one sign-extended 64-bit word per output channel.
+- the command list (``hw.layouts`` headers and descriptors).
+
+Every command waits for every engine (``WaitMask`` all): this first version serialises
+load, compute and store; overlapping them with double-buffered GLB regions is left to the
+performance work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hw.agu import agu_desc
+from hw.layouts import (CMD_HEADER, Engine, LoadMode, Opcode, WaitMask, act_bits, lanes,
+                        load_desc_layout, pass_desc_layout, pe_role_layout,
+                        store_desc_layout)
+from sw_driver.golden import rlc_decode, rlc_encode
+from sw_driver.mapper import LayerShape, Mapping
+
+__all__ = ["DramAllocator", "PlaneStore", "LayerProgram", "compile_layer", "pack_values",
+           "unpack_values", "finish_program", "cmd_words"]
+
+ALL_ENGINES = WaitMask.LOAD | WaitMask.STORE | WaitMask.PASS
+
+
+def pack_values(values, bits=16) -> np.ndarray:
+    """Pack signed ints ``bits`` wide into 64-bit words, lane 0 in the LSBs; the last word
+    is zero-filled."""
+    la = 64 // bits
+    v = np.asarray(values, dtype=np.int64).ravel()
+    n = math.ceil(len(v) / la) * la
+    buf = np.zeros(n, dtype=np.uint64)
+    buf[:len(v)] = (v & ((1 << bits) - 1)).astype(np.uint64)
+    buf = buf.reshape(-1, la)
+    out = np.zeros(len(buf), dtype=np.uint64)
+    for k in range(la):
+        out |= buf[:, k] << np.uint64(k * bits)
+    return out
+
+
+def unpack_values(words, count, bits=16) -> np.ndarray:
+    la = 64 // bits
+    w = np.asarray(words, dtype=np.uint64)
+    lanes_ = [(w >> np.uint64(k * bits)) & np.uint64((1 << bits) - 1) for k in range(la)]
+    v = np.stack(lanes_, axis=1).ravel()[:count].astype(np.int64)
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
+
+
+def _const_words(layout, value: dict) -> list[int]:
+    bits = layout.const(value).as_value().value
+    n = (layout.size + 63) // 64
+    return [(bits >> (64 * i)) & ((1 << 64) - 1) for i in range(n)]
+
+
+def cmd_words(opcode, engine=Engine.LOAD, payload=(), wait=ALL_ENGINES) -> list[int]:
+    head = CMD_HEADER.const({"opcode": opcode, "engine": engine, "wait": wait,
+                             "n_words": len(payload)}).as_value().value
+    return [head, *payload]
+
+
+class DramAllocator:
+    """Bump allocator of DRAM word ranges; keeps the data segments to preload."""
+
+    def __init__(self, base: int = 0):
+        self.next = base
+        self.segments: list[tuple[int, np.ndarray]] = []
+
+    def alloc(self, words: int) -> int:
+        addr = self.next
+        self.next += max(1, int(words))
+        return addr
+
+    def put(self, words) -> int:
+        words = np.asarray(words, dtype=np.uint64)
+        addr = self.alloc(len(words))
+        self.segments.append((addr, words))
+        return addr
+
+
+@dataclass
+class PlaneStore:
+    """Where a tensor's planes live in DRAM: slot ``n*C + c`` at ``base + slot*slot_words``."""
+
+    base: int
+    N: int
+    C: int
+    H: int
+    W: int
+    rlc: bool
+    slot_words: int
+
+    @classmethod
+    def allocate(cls, dram: DramAllocator, N, C, H, W, rlc, data_width=16):
+        if rlc:
+            slot = math.ceil(H * W / 3)
+        else:
+            slot = math.ceil(H * W / lanes(act_bits(data_width)))
+        return cls(dram.alloc(N * C * slot), N, C, H, W, rlc, slot)
+
+    @property
+    def words(self):
+        return self.N * self.C * self.slot_words
+
+    def slot_addr(self, n, c):
+        return self.base + (n * self.C + c) * self.slot_words
+
+    def encode(self, x: np.ndarray, data_width=16) -> np.ndarray:
+        """DRAM words of tensor ``x`` (N, C, H, W) in this store's format."""
+        out = np.zeros(self.words, dtype=np.uint64)
+        for n in range(self.N):
+            for c in range(self.C):
+                plane = x[n, c].ravel()
+                w = rlc_encode(plane) if self.rlc else pack_values(plane, act_bits(data_width))
+                off = (n * self.C + c) * self.slot_words
+                out[off:off + len(w)] = w
+        return out
+
+    def decode(self, words: np.ndarray, data_width=16) -> np.ndarray:
+        """Tensor (N, C, H, W) int16 from this store's DRAM words (``self.words`` of them).
+
+        Raises ValueError if an RLC plane is malformed."""
+        x = np.zeros((self.N, self.C, self.H, self.W), dtype=np.int16)
+        count = self.H * self.W
+        for n in range(self.N):
+            for c in range(self.C):
+                off = (n * self.C + c) * self.slot_words
+                w = words[off:off + self.slot_words]
+                if self.rlc:
+                    # Only the words up to the last-word bit belong to the stream.
+                    last = np.nonzero(w >> np.uint64(63))[0]
+                    w = w[:last[0] + 1] if len(last) else w
+                    plane = rlc_decode(w, count)
+                else:
+                    plane = unpack_values(w, count, act_bits(data_width))
+                x[n, c] = plane.reshape(self.H, self.W)
+        return x
+
+
+@dataclass
+class LayerProgram:
+    """One compiled layer: commands (without END) and where its tensors live."""
+
+    mapping: Mapping
+    commands: list = field(default_factory=list)
+    ifmap: PlaneStore = None
+    ofmap: PlaneStore = None
+
+
+def _roles(mp: Mapping) -> list[int]:
+    c, L = mp.config, mp.layer
+    words = []
+    for v in range(mp.r_sets):
+        for i in range(mp.Rc):
+            row = v * mp.Rc + i
+            for t in range(mp.t_sets):
+                for j in range(mp.e):
+                    col = t * mp.e + j
+                    words += _const_words(pe_role_layout(), {
+                        "pe": row * c.pe_cols + col, "active": 1,
+                        "head": int(v == mp.r_sets - 1 and i == mp.Rc - 1),
+                        "tail": int(v == 0 and i == 0),
+                        "filter_tag": (v * mp.t_sets + t) * mp.Rc + i,
+                        "ifmap_tag": v * mp.n_h + i + L.U * j,
+                        "psum_tag": t * mp.e + j,
+                    })
+    # Every other PE inactive (roles persist across layers otherwise).
+    used = {(v * mp.Rc + i) * c.pe_cols + t * mp.e + j for v in range(mp.r_sets)
+            for i in range(mp.Rc) for t in range(mp.t_sets) for j in range(mp.e)}
+    for pe in range(c.num_pes):
+        if pe not in used:
+            words += _const_words(pe_role_layout(), {"pe": pe, "active": 0})
+    return words
+
+
+def _filter_block(w, mp: Mapping, g, m0, c0, r0) -> np.ndarray:
+    """Filter values of one pass in filter-GIN order: tag (v, t, i), then (s, qi, pi)."""
+    L = mp.layer
+    p, q, Rc, S = mp.p, mp.q, mp.Rc, L.S
+    blk = np.zeros((mp.r_sets, mp.t_sets, Rc, S, q, p), dtype=np.int64)
+    wg = w[g * L.Mg:(g + 1) * L.Mg]
+    for v in range(mp.r_sets):
+        for t in range(mp.t_sets):
+            ms = slice(m0 + t * p, min(m0 + (t + 1) * p, L.Mg))
+            cs = slice(c0 + v * q, min(c0 + (v + 1) * q, L.Cg))
+            rs = slice(r0, min(r0 + Rc, L.R))
+            sub = wg[ms, cs, rs, :]                        # (pm, qc, rr, S)
+            pm, qc, rr = sub.shape[:3]
+            if pm and qc and rr:
+                blk[v, t, :rr, :, :qc, :pm] = sub.transpose(2, 3, 1, 0)
+    return blk.ravel()
+
+
+def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: PlaneStore,
+                  ofmap: PlaneStore, product_shift=0, output_shift=0, relu=False,
+                  set_roles=True) -> LayerProgram:
+    """Commands for one layer reading ``ifmap`` and writing ``ofmap`` (both in DRAM).
+
+    ``weights``: (M, C/groups, R, S) ints; ``bias``: (M,) ints or None.
+    """
+    L, c = mp.layer, mp.config
+    la = lanes(act_bits(c.data_width))
+    fil_base, _ = mp.glb["filter"]
+    bias_base, _ = mp.glb["bias"]
+    if_base_w, _ = mp.glb["ifmap"]
+    ps_base_w, _ = mp.glb["psum"]
+    if_base = if_base_w * la
+    from hw.layouts import psum_bits
+    lp = lanes(psum_bits(c.psum_width))
+    ps_base = ps_base_w * lp
+    fil_elem = fil_base * la
+    pitch = mp.plane_pitch
+    EA, F, e, U, P = mp.E_alloc, L.F, mp.e, L.U, L.padding
+    prog = LayerProgram(mp, ifmap=ifmap, ofmap=ofmap)
+    cmds = prog.commands
+    weights = np.asarray(weights, dtype=np.int64)
+    if set_roles:
+        cmds += cmd_words(Opcode.ROLES, payload=_roles(mp))
+    bias_addr = None
+    if bias is not None:
+        bias_addr = dram.put(np.asarray(bias, dtype=np.int64).astype(np.uint64))
+    n_tags = mp.r_sets * mp.t_sets * mp.Rc
+    pqs = mp.p * mp.q * L.S
+    for g in range(L.groups):
+        for nbk in range(mp.n_nblocks):
+            n0 = nbk * mp.nb
+            nbn = min(mp.nb, L.N - n0)
+            for mb in range(mp.n_mblocks):
+                m0 = mb * mp.PT
+                m_real = min(mp.PT, L.Mg - m0)
+                if bias_addr is not None:
+                    cmds += cmd_words(Opcode.RUN, Engine.LOAD, _const_words(load_desc_layout(), {
+                        "mode": LoadMode.RAW, "dram_addr": bias_addr + g * L.Mg + m0,
+                        "n_words": m_real, "glb_word": bias_base}))
+                for cb in range(mp.n_cblocks):
+                    c0 = cb * mp.CB
+                    c_real = min(mp.CB, L.Cg - c0)
+                    for n in range(nbn):
+                        glb_elem = if_base + n * mp.CB * pitch
+                        src = ifmap.slot_addr(n0 + n, g * L.Cg + c0)
+                        if ifmap.rlc:
+                            d = {"mode": LoadMode.RLC, "dram_addr": src,
+                                 "dram_pitch": ifmap.slot_words, "glb_elem": glb_elem,
+                                 "glb_pitch": pitch, "n_planes": c_real,
+                                 "plane_count": L.H * L.W}
+                        else:
+                            d = {"mode": LoadMode.RAW, "dram_addr": src,
+                                 "n_words": c_real * ifmap.slot_words,
+                                 "glb_word": glb_elem // la}
+                            assert ifmap.slot_words * la == pitch
+                        cmds += cmd_words(Opcode.RUN, Engine.LOAD,
+                                          _const_words(load_desc_layout(), d))
+                    for rc in range(mp.n_rchunks):
+                        r0 = rc * mp.Rc
+                        fvals = _filter_block(weights, mp, g, m0, c0, r0)
+                        faddr = dram.put(pack_values(fvals, act_bits(c.data_width)))
+                        cmds += cmd_words(Opcode.RUN, Engine.LOAD, _const_words(
+                            load_desc_layout(), {"mode": LoadMode.RAW, "dram_addr": faddr,
+                                                 "n_words": math.ceil(len(fvals) / la),
+                                                 "glb_word": fil_base}))
+                        first = cb == 0 and rc == 0
+                        filt = agu_desc([n_tags, pqs],
+                                        {"addr": [pqs, 1], "tag": [1, 0]},
+                                        base={"addr": fil_elem})
+                        ifm = agu_desc(
+                            [nbn, mp.n_fold, mp.W_cols, mp.r_sets, mp.n_h, mp.q],
+                            {"addr": [mp.CB * pitch, e * U * L.W, 1, mp.q * pitch, L.W,
+                                      pitch],
+                             "tag": [0, 0, 0, mp.n_h, 1, 0],
+                             "y": [0, e * U, 0, 0, 1, 0],
+                             "x": [0, 0, 1, 0, 0, 0]},
+                            base={"addr": if_base + (r0 - P) * L.W - P, "y": r0 - P,
+                                  "x": -P},
+                            H=L.H, W=L.W, pad_check=True)
+                        psum_counts = [nbn, mp.n_fold, F, mp.t_sets, e, mp.p]
+                        psum_strides = {"addr": [mp.PT * EA * F, e * F, 1, mp.p * EA * F, F,
+                                                 EA * F],
+                                        "tag": [0, 0, 0, e, 1, 0]}
+                        ps = agu_desc(psum_counts, psum_strides, base={"addr": ps_base})
+                        empty = agu_desc([0])
+                        pas = {"p": mp.p, "q": mp.q, "S": L.S, "U": U, "F": F,
+                               "n_rows": nbn * mp.n_fold, "product_shift": product_shift,
+                               "load_filter": 1, "psum_in_en": int(not first),
+                               "filter": filt, "ifmap": ifm,
+                               "psum_in": empty if first else ps, "psum_out": ps}
+                        cmds += cmd_words(Opcode.RUN, Engine.PASS,
+                                          _const_words(pass_desc_layout(), pas))
+                for n in range(nbn):
+                    cmds += cmd_words(Opcode.RUN, Engine.STORE, _const_words(
+                        store_desc_layout(), {
+                            "glb_elem": ps_base + n * mp.PT * EA * F, "glb_pitch": EA * F,
+                            "n_planes": m_real, "plane_count": L.E * F,
+                            "dram_addr": ofmap.slot_addr(n0 + n, g * L.Mg + m0),
+                            "dram_pitch": ofmap.slot_words,
+                            "bias_word": bias_base, "bias_en": int(bias_addr is not None),
+                            "output_shift": output_shift, "relu": int(relu),
+                            "rlc": int(ofmap.rlc)}))
+    return prog
+
+
+def finish_program(dram: DramAllocator, commands: list[int]) -> int:
+    """Append END and place the command list in DRAM; return its address."""
+    words = list(commands) + cmd_words(Opcode.END)
+    return dram.put(np.array(words, dtype=np.uint64))

@@ -1,0 +1,298 @@
+"""Row-stationary mapper: a CONV layer shape to a mapping of the PE array.
+
+The mapping follows Eyeriss (Chen et al., JSSC 2017, section IV-A and Table II; Sze et al.
+survey section V-B):
+
+- A *PE set* is ``Rc`` filter rows (array rows) by ``e`` ofmap rows (array columns). PE
+  (i, j) convolves filter row i with ifmap row ``i + U*j``; psums accumulate up the column.
+- **Folding**: when ``E > pe_cols``, each PE column processes ``n_fold`` ofmap rows one after
+  the other (``e = ceil(E / n_fold)`` columns are used).
+- **Strip-mining** of filter rows: when ``R > pe_rows`` the rows are split into ``n_rchunks``
+  equal chunks of ``Rc`` rows (a short last chunk is padded with zero weights); their psums
+  accumulate in the GLB like channel blocks.
+- **Replication**: ``r_sets`` sets stacked vertically take different channel groups (the psum
+  chain runs through all of them), ``t_sets`` sets side by side take different filter groups
+  (they share the ifmap rows, delivered by one multicast).
+- Inside a PE: ``p`` filters x ``q`` channels interleaved (``p*q*S <= filter spad``,
+  ``q*S <= ifmap spad``, ``p <= psum spad``).
+- Images: ``nb`` images per block run through the PEs as consecutive rows.
+
+``Mapping.explain()`` prints the choice and its predicted utilisation. A layer that cannot be
+mapped raises ``ValueError`` saying why, before anything runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hw.config import AcceleratorConfig
+from hw.layouts import TAG_BITS, act_bits, lanes, psum_bits
+from hw.pe import F_BITS, N_ROWS_BITS
+
+__all__ = ["LayerShape", "Mapping", "map_layer"]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A CONV layer (an FC layer is a CONV with R = H, S = W).
+
+    ``H``/``W`` are the *unpadded* ifmap sizes; ``padding`` zeros are added on each side.
+    ``C`` and ``M`` are totals over all ``groups``.
+    """
+
+    N: int
+    C: int
+    H: int
+    W: int
+    M: int
+    R: int
+    S: int
+    U: int = 1
+    padding: int = 0
+    groups: int = 1
+
+    def __post_init__(self):
+        for name in ("N", "C", "H", "W", "M", "R", "S", "U", "groups"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.padding < 0:
+            raise ValueError(f"padding must be >= 0, got {self.padding}")
+        if self.C % self.groups or self.M % self.groups:
+            raise ValueError(f"C={self.C} and M={self.M} must be divisible by "
+                             f"groups={self.groups}")
+        if self.R > self.Hp or self.S > self.Wp:
+            raise ValueError(f"filter {self.R}x{self.S} is larger than the padded ifmap "
+                             f"{self.Hp}x{self.Wp}")
+
+    @property
+    def Hp(self):
+        return self.H + 2 * self.padding
+
+    @property
+    def Wp(self):
+        return self.W + 2 * self.padding
+
+    @property
+    def E(self):
+        return (self.Hp - self.R) // self.U + 1
+
+    @property
+    def F(self):
+        return (self.Wp - self.S) // self.U + 1
+
+    @property
+    def Cg(self):
+        return self.C // self.groups
+
+    @property
+    def Mg(self):
+        return self.M // self.groups
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the layer (all images)."""
+        return self.N * self.M * self.E * self.F * self.Cg * self.R * self.S
+
+
+@dataclass
+class Mapping:
+    """A row-stationary mapping; sizes are in elements unless the name says words."""
+
+    layer: LayerShape
+    config: AcceleratorConfig
+    e: int            # PE columns per set (ofmap rows in parallel)
+    n_fold: int       # ofmap rows per PE column, one after the other
+    Rc: int           # filter rows per chunk (PE rows per set)
+    n_rchunks: int
+    r_sets: int       # sets stacked vertically (channel groups)
+    t_sets: int       # sets side by side (filter groups)
+    p: int            # filters per PE
+    q: int            # channels per PE
+    nb: int           # images per block
+    glb: dict = field(default_factory=dict)   # region -> (word address, words)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def CB(self):
+        """Channels per channel block (one pass)."""
+        return self.q * self.r_sets
+
+    @property
+    def PT(self):
+        """Filters per filter block."""
+        return self.p * self.t_sets
+
+    @property
+    def n_cblocks(self):
+        return math.ceil(self.layer.Cg / self.CB)
+
+    @property
+    def n_mblocks(self):
+        return math.ceil(self.layer.Mg / self.PT)
+
+    @property
+    def n_nblocks(self):
+        return math.ceil(self.layer.N / self.nb)
+
+    @property
+    def E_alloc(self):
+        return self.e * self.n_fold
+
+    @property
+    def n_h(self):
+        """Ifmap rows (tags) in flight per channel group: ``U*(e-1) + Rc``."""
+        return self.layer.U * (self.e - 1) + self.Rc
+
+    @property
+    def W_cols(self):
+        """Ifmap columns each PE reads per row: ``(F-1)*U + S``."""
+        return (self.layer.F - 1) * self.layer.U + self.layer.S
+
+    @property
+    def active_pes(self):
+        return self.Rc * self.r_sets * self.e * self.t_sets
+
+    @property
+    def plane_pitch(self):
+        """GLB elements per ifmap plane (H*W rounded up to whole words)."""
+        la = lanes(act_bits(self.config.data_width))
+        return math.ceil(self.layer.H * self.layer.W / la) * la
+
+    @property
+    def n_passes(self):
+        return (self.layer.groups * self.n_nblocks * self.n_mblocks * self.n_cblocks
+                * self.n_rchunks)
+
+    def pass_cycles(self, nbn=None) -> int:
+        """Predicted cycles of one pass: filter load over the 1-word/cycle filter GIN plus
+        the PE compute of ``n_rows*F`` windows of ``p*q*S`` MACs."""
+        L = self.layer
+        nbn = self.nb if nbn is None else nbn
+        n_tags = self.r_sets * self.t_sets * self.Rc
+        load = n_tags * self.p * self.q * L.S
+        compute = nbn * self.n_fold * L.F * self.p * self.q * L.S
+        return load + compute
+
+    def predicted_cycles(self) -> int:
+        L = self.layer
+        total = 0
+        for nbk in range(self.n_nblocks):
+            nbn = min(self.nb, L.N - nbk * self.nb)
+            total += self.pass_cycles(nbn) * (L.groups * self.n_mblocks * self.n_cblocks
+                                              * self.n_rchunks)
+        return total
+
+    def predicted_utilization(self) -> float:
+        """Useful MACs / (predicted cycles x all PEs)."""
+        return self.layer.macs / (self.predicted_cycles() * self.config.num_pes)
+
+    def explain(self) -> str:
+        L, c = self.layer, self.config
+        lines = [
+            f"layer: N={L.N} C={L.C} H={L.H} W={L.W} M={L.M} R={L.R} S={L.S} U={L.U} "
+            f"pad={L.padding} groups={L.groups} -> E={L.E} F={L.F}, {L.macs:,} MACs",
+            f"array: {c.pe_rows}x{c.pe_cols} PEs; PE set {self.Rc} rows x {self.e} cols, "
+            f"{self.r_sets} set(s) stacked (channels) x {self.t_sets} side by side (filters)"
+            f" -> {self.active_pes} active PEs ({self.active_pes / c.num_pes:.0%})",
+            f"per PE: p={self.p} filters x q={self.q} channels x S={L.S} "
+            f"({self.p * self.q * L.S}/{c.filter_spad_depth} filter spad words)",
+            f"folding: {self.n_fold} ofmap row(s) per column; strip-mining: "
+            f"{self.n_rchunks} chunk(s) of {self.Rc} filter rows; {self.nb} image(s) per block",
+            f"passes: {self.n_passes} = {L.groups} group(s) x {self.n_nblocks} image block(s)"
+            f" x {self.n_mblocks} filter block(s) of {self.PT} x {self.n_cblocks} channel "
+            f"block(s) of {self.CB} x {self.n_rchunks} row chunk(s)",
+            "GLB: " + ", ".join(f"{k} {w} words @ {a}" for k, (a, w) in self.glb.items())
+            + f" (of {c.glb_words})",
+            f"predicted: {self.predicted_cycles():,} cycles of PE work, utilization "
+            f"{self.predicted_utilization():.1%} (ideal {L.macs / c.num_pes:,.0f} cycles)",
+        ]
+        return "\n".join(lines)
+
+
+def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb):
+    """Bank-aligned GLB regions, or None when they do not fit."""
+    la = lanes(act_bits(config.data_width))
+    lp = lanes(psum_bits(config.psum_width))
+    bank = config.glb_bank_words
+    pitch = math.ceil(layer.H * layer.W / la) * la
+    n_tags = r_sets * t_sets * Rc
+    words = {
+        "filter": math.ceil(n_tags * p * q * layer.S / la),
+        "bias": p * t_sets,
+        "ifmap": nb * q * r_sets * pitch // la,
+        "psum": math.ceil(nb * p * t_sets * e * n_fold * layer.F / lp),
+    }
+    plan, addr = {}, 0
+    for name in ("filter", "bias", "ifmap", "psum"):     # ifmap after others: base > 0
+        plan[name] = (addr, words[name])
+        addr += math.ceil(words[name] / bank) * bank
+    if addr > config.glb_words:
+        return None
+    return plan
+
+
+def map_layer(layer: LayerShape, config: AcceleratorConfig) -> Mapping:
+    """Choose a row-stationary mapping of ``layer`` on ``config``.
+
+    Raises
+    ------
+    ValueError
+        If the layer cannot be mapped: a filter row wider than the ifmap spad, more tags than
+        the GIN carries, F or rows beyond the PE's counters, or no tiling that fits the GLB.
+        The message says which limit was hit.
+    """
+    L, c = layer, config
+    if L.S > c.ifmap_spad_depth or L.S > c.filter_spad_depth:
+        raise ValueError(f"filter width S={L.S} exceeds the ifmap spad "
+                         f"({c.ifmap_spad_depth} words) or filter spad "
+                         f"({c.filter_spad_depth} words): one filter row must fit a PE")
+    if L.F >= 1 << F_BITS:
+        raise ValueError(f"ofmap width F={L.F} exceeds the PE's limit {(1 << F_BITS) - 1}")
+    if L.U >= 16:
+        raise ValueError(f"stride U={L.U} exceeds the PE's limit 15")
+    n_rchunks = math.ceil(L.R / c.pe_rows)
+    Rc = math.ceil(L.R / n_rchunks)
+    e = min(L.E, c.pe_cols)
+    n_fold = math.ceil(L.E / e)
+    e = math.ceil(L.E / n_fold)
+    r_max = max(1, min(c.pe_rows // Rc, L.Cg))
+    t_max = max(1, min(c.pe_cols // e, L.Mg))
+    q_max = max(1, min(c.ifmap_spad_depth // L.S, c.filter_spad_depth // L.S, L.Cg))
+    reasons = []
+    # Search from the most parallel / most reuse choice downwards; first fit wins.
+    for nb in range(L.N, 0, -1):
+        if nb * n_fold >= 1 << N_ROWS_BITS:
+            reasons.append(f"{nb} image(s) x {n_fold} folds exceed {(1 << N_ROWS_BITS) - 1}"
+                           f" rows per PE run")
+            continue
+        for r_sets in range(r_max, 0, -1):
+            q_need = math.ceil(L.Cg / r_sets)
+            for q in range(min(q_max, q_need), 0, -1):
+                for t_sets in range(t_max, 0, -1):
+                    p_cap = min(c.psum_spad_depth, c.filter_spad_depth // (q * L.S),
+                                math.ceil(L.Mg / t_sets), 255)
+                    for p in range(p_cap, 0, -1):
+                        # No more filter sets than there are filter groups to fill.
+                        t_eff = min(t_sets, math.ceil(L.Mg / p))
+                        n_h = L.U * (e - 1) + Rc
+                        if r_sets * n_h > 1 << TAG_BITS or \
+                                r_sets * t_eff * Rc > 1 << TAG_BITS:
+                            reasons.append("too many GIN tags")
+                            continue
+                        plan = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=r_sets,
+                                         t_sets=t_eff, p=p, q=q, nb=nb)
+                        if plan is None:
+                            reasons.append("GLB")
+                            continue
+                        return Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc, n_rchunks=n_rchunks,
+                                       r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb,
+                                       glb=plan)
+    smallest = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=1, t_sets=1, p=1, q=1, nb=1)
+    raise ValueError(
+        f"layer {L} cannot be mapped on {c.pe_rows}x{c.pe_cols} PEs with a "
+        f"{c.glb_words}-word GLB: even p=q=1, one image, needs more GLB than there is "
+        f"(one ifmap plane is {math.ceil(L.H * L.W / lanes(act_bits(c.data_width)))} words, "
+        f"one psum block {math.ceil(e * n_fold * L.F / lanes(psum_bits(c.psum_width)))} words)"
+        if smallest is None else f"layer {L} cannot be mapped: {sorted(set(reasons))}")
