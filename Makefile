@@ -20,6 +20,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "slow or not slow"
 
+demo: $(STAMP)
+	$(BIN)/accelgen run --model digits
+
 verilog: $(STAMP)
 	$(BIN)/accelgen verilog --preset eyeriss -o out/
 

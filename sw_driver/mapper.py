@@ -184,6 +184,19 @@ class Mapping:
                                               * self.n_rchunks)
         return total
 
+    def serial_cycles(self) -> int:
+        """Cycle estimate with load, compute and store serialised (as the compiler issues
+        them today): PE work plus DRAM words moved (1 word/cycle) plus stored values."""
+        L, c = self.layer, self.config
+        la = lanes(act_bits(c.data_width))
+        per_block = L.groups * self.n_nblocks
+        ifmap_words = per_block * self.n_mblocks * self.n_cblocks * math.ceil(
+            self.nb * self.CB * self.plane_pitch / la)
+        filter_words = self.n_passes * math.ceil(
+            self.r_sets * self.t_sets * self.Rc * self.p * self.q * L.S / la)
+        store_values = per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
+        return self.predicted_cycles() + ifmap_words + filter_words + store_values
+
     def predicted_utilization(self) -> float:
         """Useful MACs / (predicted cycles x all PEs)."""
         return self.layer.macs / (self.predicted_cycles() * self.config.num_pes)
@@ -260,39 +273,57 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig) -> Mapping:
     r_max = max(1, min(c.pe_rows // Rc, L.Cg))
     t_max = max(1, min(c.pe_cols // e, L.Mg))
     q_max = max(1, min(c.ifmap_spad_depth // L.S, c.filter_spad_depth // L.S, L.Cg))
-    reasons = []
-    # Search from the most parallel / most reuse choice downwards; first fit wins.
-    for nb in range(L.N, 0, -1):
+    reasons = set()
+    n_h = L.U * (e - 1) + Rc
+    la = lanes(act_bits(c.data_width))
+    nb_options = sorted({max(1, math.ceil(L.N / 2 ** k)) for k in range(12)}, reverse=True)
+    best, best_cost = None, None
+    for nb in nb_options:
         if nb * n_fold >= 1 << N_ROWS_BITS:
-            reasons.append(f"{nb} image(s) x {n_fold} folds exceed {(1 << N_ROWS_BITS) - 1}"
-                           f" rows per PE run")
+            reasons.add(f"{nb} image(s) x {n_fold} folds exceed {(1 << N_ROWS_BITS) - 1} "
+                        f"rows per PE run")
             continue
         for r_sets in range(r_max, 0, -1):
-            q_need = math.ceil(L.Cg / r_sets)
-            for q in range(min(q_max, q_need), 0, -1):
+            if r_sets * n_h > 1 << TAG_BITS:
+                reasons.add("too many ifmap GIN tags")
+                continue
+            for q in range(min(q_max, math.ceil(L.Cg / r_sets)), 0, -1):
                 for t_sets in range(t_max, 0, -1):
+                    if r_sets * t_sets * Rc > 1 << TAG_BITS:
+                        reasons.add("too many filter GIN tags")
+                        continue
                     p_cap = min(c.psum_spad_depth, c.filter_spad_depth // (q * L.S),
                                 math.ceil(L.Mg / t_sets), 255)
-                    for p in range(p_cap, 0, -1):
-                        # No more filter sets than there are filter groups to fill.
+
+                    def plan_for(p):
                         t_eff = min(t_sets, math.ceil(L.Mg / p))
-                        n_h = L.U * (e - 1) + Rc
-                        if r_sets * n_h > 1 << TAG_BITS or \
-                                r_sets * t_eff * Rc > 1 << TAG_BITS:
-                            reasons.append("too many GIN tags")
-                            continue
-                        plan = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=r_sets,
-                                         t_sets=t_eff, p=p, q=q, nb=nb)
+                        return t_eff, _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc,
+                                                r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb)
+                    # The GLB need grows with p: binary-search the largest p that fits.
+                    lo, hi, found = 1, p_cap, None
+                    while lo <= hi:
+                        mid = (lo + hi) // 2
+                        t_eff, plan = plan_for(mid)
                         if plan is None:
-                            reasons.append("GLB")
-                            continue
-                        return Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc, n_rchunks=n_rchunks,
-                                       r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb,
-                                       glb=plan)
+                            hi = mid - 1
+                        else:
+                            found, lo = (mid, t_eff, plan), mid + 1
+                    if found is None:
+                        reasons.add("GLB capacity")
+                        continue
+                    p, t_eff, plan = found
+                    mp = Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc, n_rchunks=n_rchunks,
+                                 r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb, glb=plan)
+                    cost = mp.serial_cycles()
+                    if best_cost is None or cost < best_cost:
+                        best, best_cost = mp, cost
+    if best is not None:
+        return best
     smallest = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=1, t_sets=1, p=1, q=1, nb=1)
+    reasons = sorted(reasons)
     raise ValueError(
         f"layer {L} cannot be mapped on {c.pe_rows}x{c.pe_cols} PEs with a "
         f"{c.glb_words}-word GLB: even p=q=1, one image, needs more GLB than there is "
         f"(one ifmap plane is {math.ceil(L.H * L.W / lanes(act_bits(c.data_width)))} words, "
         f"one psum block {math.ceil(e * n_fold * L.F / lanes(psum_bits(c.psum_width)))} words)"
-        if smallest is None else f"layer {L} cannot be mapped: {sorted(set(reasons))}")
+        if smallest is None else f"layer {L} cannot be mapped: {reasons}")

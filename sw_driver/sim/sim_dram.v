@@ -31,7 +31,7 @@ module sim_dram #(parameter AW = 22) (
     input  wire [31:0] cfg_seed,
     output reg         err_range
 );
-    reg [63:0] mem [0:(1<<AW)-1];
+    reg [63:0] mem [0:(1<<AW)-1] /*verilator public_flat_rw*/;
 
     localparam QD = 64;
     reg [63:0] q_data [0:QD-1];

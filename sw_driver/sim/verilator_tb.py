@@ -16,9 +16,11 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from hw.layouts import CSR, CSR_COUNTERS
+
+CLOCK_NS = 10
 
 
 class SimHost:
@@ -60,13 +62,15 @@ class SimHost:
         mem = self.mem
         return np.array([int(mem[addr + i].value) for i in range(n)], dtype=np.uint64)
 
-    async def run(self, cmd_addr, max_cycles, chunk=512, abort_after=None):
+    async def run(self, cmd_addr, max_cycles, chunk=4096, abort_after=None):
         """Start the command list; return True when done, False on timeout/abort."""
         await self.csr_write(CSR.CMD_ADDR, cmd_addr)
         await self.csr_write(CSR.CTRL, 1)
         waited = 0
         while True:
-            await ClockCycles(self.dut.clk, chunk)
+            # One timer per chunk: Python wakes every `chunk` cycles, never per cycle
+            # (ClockCycles would call back into Python on every clock edge).
+            await Timer(chunk * CLOCK_NS, unit="ns")
             waited += chunk
             if not int(self.dut.busy.value):
                 return True
@@ -80,7 +84,7 @@ class SimHost:
 async def run_job(dut):
     job = np.load(os.environ["ACCELGEN_JOB"], allow_pickle=False)
     out_path = os.environ["ACCELGEN_RESULT"]
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     dut.csr__we.value = 0
     dut.csr__re.value = 0
     dut.csr__addr.value = 0
@@ -107,7 +111,7 @@ async def run_job(dut):
     result = {}
     if reset_at > 0:
         # Reset in the middle of the run, then run again from a clean state.
-        finished = await host.run(cmd_addr, max_cycles, chunk=min(512, reset_at),
+        finished = await host.run(cmd_addr, max_cycles, chunk=min(4096, reset_at),
                                   abort_after=reset_at)
         result["reset_while_busy"] = np.array(int(not finished))
         await host.reset()
