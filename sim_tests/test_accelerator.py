@@ -178,3 +178,19 @@ def test_small_preset_layer():
     x = _data(rng, (2, 6, 14, 14), zeros=0.5)
     w = _data(rng, (10, 6, 3, 3), -60, 60)
     _check(acc8, x, w, padding=1, output_shift=5, relu=True)
+
+
+@pytest.mark.slow
+def test_eyeriss_conv3_shaped_layer():
+    """AlexNet CONV3 shape (13x13, 3x3, pad 1) on the 12x14 eyeriss preset, C and M cut
+    for time; prints cycles against the ideal MACs / 168."""
+    acc_e = Accelerator(preset("eyeriss"))
+    rng = np.random.default_rng(31)
+    x = _data(rng, (1, 32, 13, 13), -64, 64, zeros=0.5)
+    w = _data(rng, (48, 32, 3, 3), -64, 64)
+    y, stats = _check(acc_e, x, w, padding=1, product_shift=6, relu=True)
+    ideal = stats.macs / 168
+    print(f"\neyeriss CONV3-shaped (N=1, C=32, M=48): {stats.cycles} cycles, ideal "
+          f"{ideal:.0f} (MACs/168), utilization {stats.utilization:.1%}, "
+          f"{stats.cycles_per_second:,.0f} simulated cycles/s")
+    print(stats.layers[0].mapping.explain())

@@ -107,19 +107,21 @@ class Accelerator:
         return map_layer(LayerShape(N, C, H, W, M, R, S, stride, padding, groups), self.config)
 
     def conv2d(self, x, w, bias=None, *, stride=1, padding=0, groups=1, product_shift=0,
-               output_shift=0, relu=False, ifmap_rlc=False, ofmap_rlc=True, **run_args):
+               output_shift=0, relu=False, ifmap_rlc=False, ofmap_rlc="auto", **run_args):
         """One CONV layer: returns ``(ofmap (N, M, E, F) int16, RunStats)``."""
         layer = ConvLayer(w, bias, stride, padding, groups, product_shift, output_shift, relu)
         outs, stats = self.run_network(x, [layer], ifmap_rlc=ifmap_rlc,
                                        ofmap_rlc=ofmap_rlc, **run_args)
         return outs[-1], stats
 
-    def run_network(self, x, layers: list[ConvLayer], *, ifmap_rlc=False, ofmap_rlc=True,
+    def run_network(self, x, layers: list[ConvLayer], *, ifmap_rlc=False, ofmap_rlc="auto",
                     reset_at=0, max_cycles=200_000_000):
         """Run ``layers`` back to back in one command list. Returns the list of every layer's
-        ofmap (each read back from DRAM) and the run's stats. The first layer's input is
-        stored raw unless ``ifmap_rlc``; every ofmap is RLC-compressed unless ``ofmap_rlc``
-        is false."""
+        ofmap (each read back from DRAM) and the run's stats.
+
+        The first layer's input is stored raw unless ``ifmap_rlc``. Ofmaps are
+        RLC-compressed when ``ofmap_rlc`` is True, raw when False, and with ``"auto"`` RLC
+        for layers with ReLU (whose ofmaps are sparse) and raw otherwise."""
         cfg = self.config
         x = np.asarray(x)
         self._check_input(x)
@@ -137,7 +139,8 @@ class Accelerator:
         commands, programs, layer_stats = [], [], []
         for layer, mp in zip(layers, mappings):
             L = mp.layer
-            out = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=ofmap_rlc,
+            rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
+            out = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=rlc,
                                       data_width=cfg.data_width)
             prog = compile_layer(mp, dram, weights=layer.weights, bias=layer.bias,
                                  ifmap=store, ofmap=out, product_shift=layer.product_shift,
