@@ -21,14 +21,14 @@ the running engines are idle, so a bad stream never hangs the host.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from amaranth import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .layouts import (CMD_HEADER, CSR, CSR_COUNTERS, DRAM_ADDR_BITS, HW_MAGIC, Engine,
-                      ErrorCode, Opcode, WaitMask, dram_read_signature, pe_role_layout)
+                      ErrorCode, Opcode, dram_read_signature, pe_role_layout)
 
 __all__ = ["CsrSignature", "Controller", "DramReadArbiter", "hw_config_words"]
 

@@ -265,7 +265,7 @@ class ErrorCode(enum.IntEnum):
     BAD_ROLE = 4
 
 
-def dram_read_signature() -> "wiring.Signature":
+def dram_read_signature():
     """DRAM read master port, from the accelerator's (master's) side: ``req`` carries a DRAM
     word address, ``resp`` returns the 64-bit words in request order."""
     from amaranth.lib import stream, wiring

@@ -6,15 +6,11 @@ cycles after its start pulse, so the tests can check that commands wait for the 
 
 import random
 
-import pytest
-from amaranth import Module
-from amaranth.lib import wiring
 
 from hw.config import preset
 from hw.controller import Controller, DramReadArbiter, hw_config_words
 from hw.layouts import (CMD_HEADER, CSR, CSR_COUNTERS, HW_MAGIC, Engine, ErrorCode, Opcode,
                         WaitMask, pe_role_layout)
-from sim_tests.support.stream import run_testbenches
 
 CFG = preset("tiny")
 

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import Flow
 
 from hw.config import preset
 from hw.glb import GlobalBuffer, glb_addr_width
-from sim_tests.support.stream import get_n, put_all, run_testbenches, seeded
+from sim_tests.support.stream import get_n, put_all, run_testbenches, seeded, get_n_timed
 
 TINY = preset("tiny")          # 8 banks x 256 words
 MASK64 = (1 << 64) - 1
@@ -34,17 +34,6 @@ async def wait_flag(ctx, flag):
         await ctx.tick()
 
 
-async def collect_timed(ctx, stream, n):
-    """Receive ``n`` payloads with ready held high; returns (payloads, cycles elapsed)."""
-    ctx.set(stream.ready, 1)
-    out, cycles = [], 0
-    while len(out) < n:
-        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
-        cycles += 1
-        if valid:
-            out.append(payload)
-    ctx.set(stream.ready, 0)
-    return out, cycles
 
 
 async def put_timed(ctx, stream, payloads):
@@ -303,7 +292,7 @@ def test_same_bank_conflict_in_order():
                     results[p] = await get_n(ctx, glb.rd[p].resp, n, rng=seeded(80 + p),
                                              stall=stall)
                 else:
-                    results[p], cycles[p] = await collect_timed(ctx, glb.rd[p].resp, n)
+                    results[p], cycles[p] = await get_n_timed(ctx, glb.rd[p].resp, n)
             return tb
 
         run_testbenches(glb, *[requester(p) for p in range(3)],
@@ -335,7 +324,7 @@ def test_two_ports_different_banks_full_rate():
 
     def receiver(p):
         async def tb(ctx):
-            results[p], cycles[p] = await collect_timed(ctx, glb.rd[p].resp, n)
+            results[p], cycles[p] = await get_n_timed(ctx, glb.rd[p].resp, n)
         return tb
 
     run_testbenches(glb, requester(0), requester(1), receiver(0), receiver(1),
@@ -369,7 +358,7 @@ def test_write_full_rate_and_read_write_same_bank():
         wcycles["rd"] = await put_timed(ctx, glb.rd[0].req, rd_list)
 
     async def receiver(ctx):
-        res["data"], res["cycles"] = await collect_timed(ctx, glb.rd[0].resp, n)
+        res["data"], res["cycles"] = await get_n_timed(ctx, glb.rd[0].resp, n)
 
     async def readback(ctx):
         await wait_flag(ctx, lambda: len(res) == 2)

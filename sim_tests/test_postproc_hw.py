@@ -5,31 +5,19 @@ written out in plain Python integers below (``sw_driver.golden.conv2d`` computes
 formula internally but exposes no per-value helper).
 """
 
-import gc
 import random
-import warnings
 
 import pytest
 from amaranth import Module
 from amaranth.back import verilog
-from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import wiring
 
 from hw.postproc import ReLU, Requantize
-from sim_tests.support.stream import get_n, put_all, run_testbenches
+from sim_tests.support.stream import get_n, put_all, run_testbenches, assert_rejected
 
 STALLS = [0.0, 0.3]
 
 
-def assert_rejected(cls, *args, match):
-    """``cls(*args)`` raises ``ValueError`` matching ``match``; the half-built Elaboratable
-    is collected here so that its "created but never used" warning does not leak into
-    another test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(ValueError, match=match):
-            cls(*args)
-        gc.collect()
 
 
 # -- contract (DESIGN.md section 2) ---------------------------------------------------------

@@ -4,32 +4,20 @@ Every word and every value is compared with ``sw_driver.golden.rlc_encode`` /
 ``rlc_decode`` (DESIGN.md section 3), with and without random valid/ready stalls.
 """
 
-import gc
 import random
-import warnings
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import UnusedElaboratable
 
 from hw.layouts import RLC_LAST_BIT, RLC_PAIR_BITS, RLC_PAIRS_PER_WORD, RLC_RUN_BITS
 from hw.rlc import RLCDecoder, RLCEncoder
-from sim_tests.support.stream import get_n, put_all, run_testbenches, stream_put
+from sim_tests.support.stream import get_n, put_all, run_testbenches, stream_put, assert_rejected, get_n_timed
 from sw_driver import golden
 
 STALLS = [0.0, 0.3]
 
 
-def assert_rejected(cls, *args, match):
-    """``cls(*args)`` raises ``ValueError`` matching ``match``; the half-built Elaboratable
-    is collected here so that its "created but never used" warning does not leak into
-    another test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(ValueError, match=match):
-            cls(*args)
-        gc.collect()
 
 
 # -- stimulus ---------------------------------------------------------------------------
@@ -91,17 +79,6 @@ def word_capacity(word):
 
 # -- harness ----------------------------------------------------------------------------
 
-async def collect_counting(ctx, stream, n):
-    """Receive ``n`` payloads with ready held high; also return the cycles it took."""
-    ctx.set(stream.ready, 1)
-    out, cycles = [], 0
-    while len(out) < n:
-        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
-        cycles += 1
-        if valid:
-            out.append(payload)
-    ctx.set(stream.ready, 0)
-    return out, cycles
 
 
 async def expect_quiet(ctx, stream, cycles=8):
@@ -189,7 +166,7 @@ def test_encoder_throughput_one_value_per_cycle():
         await put_all(ctx, dut.i, values)
 
     async def consumer(ctx):
-        result["words"], result["cycles"] = await collect_counting(ctx, dut.o, len(expected))
+        result["words"], result["cycles"] = await get_n_timed(ctx, dut.o, len(expected))
 
     run_testbenches(dut, producer, consumer, deadline_cycles=5 * len(values))
     assert [int(w) for w in result["words"]] == expected
@@ -272,7 +249,7 @@ def test_decoder_throughput_one_value_per_cycle():
         await put_all(ctx, dut.i, golden_words(planes))
 
     async def consumer(ctx):
-        out, result["cycles"] = await collect_counting(ctx, dut.o, len(expected))
+        out, result["cycles"] = await get_n_timed(ctx, dut.o, len(expected))
         result["values"] = [(int(p.data), int(p.last)) for p in out]
 
     run_testbenches(dut, counter, feeder, consumer, deadline_cycles=5 * len(expected))

@@ -3,7 +3,7 @@
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from gen.toolchain import cached_build, run_cocotb
 from gen.verilog import convert

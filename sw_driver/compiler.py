@@ -27,7 +27,7 @@ from hw.layouts import (CMD_HEADER, Engine, LoadMode, Opcode, WaitMask, act_bits
                         load_desc_layout, pass_desc_layout, pe_role_layout,
                         store_desc_layout)
 from sw_driver.golden import rlc_decode, rlc_encode
-from sw_driver.mapper import LayerShape, Mapping
+from sw_driver.mapper import Mapping
 
 __all__ = ["DramAllocator", "PlaneStore", "LayerProgram", "compile_layer", "pack_values",
            "unpack_values", "finish_program", "cmd_words"]

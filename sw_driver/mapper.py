@@ -275,7 +275,6 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig) -> Mapping:
     q_max = max(1, min(c.ifmap_spad_depth // L.S, c.filter_spad_depth // L.S, L.Cg))
     reasons = set()
     n_h = L.U * (e - 1) + Rc
-    la = lanes(act_bits(c.data_width))
     nb_options = sorted({max(1, math.ceil(L.N / 2 ** k)) for k in range(12)}, reverse=True)
     best, best_cost = None, None
     for nb in nb_options:

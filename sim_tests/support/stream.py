@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["stream_put", "stream_get", "put_all", "get_n", "run_testbenches"]
+__all__ = ["stream_put", "stream_get", "put_all", "get_n", "get_n_timed",
+           "run_testbenches", "assert_rejected"]
 
 
 async def _idle(ctx, rng, stall):
@@ -43,6 +44,36 @@ async def put_all(ctx, stream, payloads, *, rng=None, stall=0.0):
 
 async def get_n(ctx, stream, n, *, rng=None, stall=0.0):
     return [await stream_get(ctx, stream, rng=rng, stall=stall) for _ in range(n)]
+
+
+async def get_n_timed(ctx, stream, n):
+    """Receive ``n`` payloads with ready held high; returns (payloads, cycles elapsed)."""
+    ctx.set(stream.ready, 1)
+    out, cycles = [], 0
+    while len(out) < n:
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        cycles += 1
+        if valid:
+            out.append(payload)
+    ctx.set(stream.ready, 0)
+    return out, cycles
+
+
+def assert_rejected(cls, *args, match):
+    """``cls(*args)`` raises ``ValueError`` matching ``match``; the half-built Elaboratable
+    is collected here so its "created but never used" warning does not leak into another
+    test."""
+    import gc
+    import warnings
+
+    import pytest
+    from amaranth.hdl import UnusedElaboratable
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match=match):
+            cls(*args)
+        gc.collect()
 
 
 def run_testbenches(dut, *testbenches, deadline_cycles=None, vcd=None, clock_period=1e-6):
