@@ -86,7 +86,7 @@ def run_digits(preset_name="small", overrides=(), *, images=360, batch=120,
 @click.option("--preset", "preset_name", default="small", show_default=True,
               type=click.Choice(sorted(PRESETS)))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-@click.option("--target", type=click.Choice(["verilator"]), default="verilator",
+@click.option("--target", type=click.Choice(["verilator", "pysim"]), default="verilator",
               show_default=True)
 @click.option("--images", default=360, show_default=True, help="Held-out images to classify.")
 @click.option("--batch", default=120, show_default=True, help="Images per simulation run.")

@@ -194,3 +194,27 @@ def test_eyeriss_conv3_shaped_layer():
           f"{ideal:.0f} (MACs/168), utilization {stats.utilization:.1%}, "
           f"{stats.cycles_per_second:,.0f} simulated cycles/s")
     print(stats.layers[0].mapping.explain())
+
+
+def test_pysim_target_matches_golden_and_verilator(acc):
+    """The Amaranth-simulation target (Python DRAM with latency and backpressure) gives the
+    same ofmap as the golden model and as the Verilator target."""
+    rng = np.random.default_rng(37)
+    x = _data(rng, (1, 2, 6, 6), zeros=0.3)
+    w = _data(rng, (3, 2, 3, 3), -100, 100)
+    b = rng.integers(-500, 500, size=3)
+    py = Accelerator(TINY, "pysim", dram=DramModel(latency=5, jitter_mask=7, stall=60))
+    y_py, s_py = _check(py, x, w, b, padding=1, output_shift=6, relu=True)
+    y_vl, s_vl = _check(acc, x, w, b, padding=1, output_shift=6, relu=True)
+    np.testing.assert_array_equal(y_py, y_vl)
+    assert s_py.counters["macs"] == s_vl.counters["macs"]
+
+
+def test_unknown_target_and_unmappable_layer_are_rejected():
+    with pytest.raises(ValueError, match="unknown target 'fpga-x'"):
+        Accelerator(TINY, "fpga-x")
+    acc_t = Accelerator(TINY, "pysim")
+    with pytest.raises(ValueError, match="filter width S=13 exceeds the ifmap spad"):
+        acc_t.map((1, 1, 20, 20), (1, 1, 13, 13))
+    with pytest.raises(ValueError, match="larger than the padded ifmap"):
+        acc_t.map((1, 1, 4, 4), (1, 1, 5, 5))

@@ -19,7 +19,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import ErrorCode
 from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer, finish_program
 from sw_driver.mapper import LayerShape, Mapping, map_layer
-from sw_driver.targets import AcceleratorError, DramModel, VerilatorTarget
+from sw_driver.targets import AcceleratorError, DramModel, PysimTarget, VerilatorTarget
 
 __all__ = ["Accelerator", "ConvLayer", "LayerStats", "RunStats"]
 
@@ -80,7 +80,8 @@ class RunStats:
 
 
 class Accelerator:
-    """The generated accelerator on a target (``"verilator"``).
+    """The generated accelerator on a target: ``"verilator"`` (cocotb + Verilator, built once
+    per configuration) or ``"pysim"`` (Amaranth's simulator; small presets only).
 
     Raises
     ------
@@ -96,8 +97,10 @@ class Accelerator:
         self.dram_model = dram
         if target == "verilator":
             self.target = VerilatorTarget(config, **target_args)
+        elif target == "pysim":
+            self.target = PysimTarget(config, **target_args)
         else:
-            raise ValueError(f"unknown target {target!r}; available: 'verilator'")
+            raise ValueError(f"unknown target {target!r}; available: 'verilator', 'pysim'")
 
     def map(self, x_shape, w_shape, *, stride=1, padding=0, groups=1) -> Mapping:
         N, C, H, W = x_shape

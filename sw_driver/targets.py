@@ -17,7 +17,7 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from hw.layouts import CSR_COUNTERS
 
-__all__ = ["DramModel", "RunResult", "VerilatorTarget", "AcceleratorError"]
+__all__ = ["DramModel", "RunResult", "VerilatorTarget", "PysimTarget", "AcceleratorError"]
 
 
 class AcceleratorError(RuntimeError):
@@ -125,3 +125,113 @@ class VerilatorTarget:
                              dram_err=bool(r["dram_err"]),
                              reset_while_busy=bool(r["reset_while_busy"])
                              if "reset_while_busy" in r else False)
+
+
+class PysimTarget:
+    """Runs programs in Amaranth's own simulator: no C++ toolchain needed, for small presets.
+
+    The DRAM is a Python model with the same knobs as :class:`DramModel` (bandwidth as a
+    token bucket, latency + jitter, random backpressure); it acts every cycle, so this target
+    is for small layers and for checking the Verilator results, not for big runs.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+
+    def build(self):
+        return None
+
+    def run(self, segments, cmd_addr, readback, *, dram: DramModel = DramModel(),
+            max_cycles: int = 2_000_000, reset_at: int = 0) -> RunResult:
+        import random
+        import time
+
+        from amaranth.sim import Simulator
+
+        from hw.layouts import CSR
+        from hw.top import Accelerator as Top
+
+        if reset_at:
+            raise ValueError("the pysim target does not model a reset in the middle of a run")
+        top = Top(self.config)
+        mem = {}
+        for addr, words in segments:
+            for i, w in enumerate(np.asarray(words, dtype=np.uint64).tolist()):
+                mem[addr + i] = w
+        rng = random.Random(dram.seed)
+        out = {}
+
+        async def csr_write(ctx, addr, value):
+            ctx.set(top.csr.addr, addr)
+            ctx.set(top.csr.wdata, value)
+            ctx.set(top.csr.we, 1)
+            await ctx.tick()
+            ctx.set(top.csr.we, 0)
+
+        async def csr_read(ctx, addr):
+            ctx.set(top.csr.addr, addr)
+            ctx.set(top.csr.re, 1)
+            await ctx.tick()
+            ctx.set(top.csr.re, 0)
+            await ctx.tick()
+            return ctx.get(top.csr.rdata)
+
+        async def host(ctx):
+            await csr_write(ctx, CSR.CMD_ADDR, cmd_addr)
+            await csr_write(ctx, CSR.CTRL, 1)
+            cycles = 0
+            while True:
+                await ctx.tick().repeat(64)
+                cycles += 64
+                if not ctx.get(top.busy) or cycles >= max_cycles:
+                    break
+            out["finished"] = not ctx.get(top.busy)
+            out["status"] = await csr_read(ctx, CSR.STATUS)
+            out["error"] = await csr_read(ctx, CSR.ERROR)
+            out["counters"] = [await csr_read(ctx, CSR.COUNTERS + i)
+                               for i in range(len(CSR_COUNTERS))]
+            out["ids"] = [await csr_read(ctx, a) for a in
+                          (CSR.MAGIC, CSR.HW_CONFIG0, CSR.HW_CONFIG1, CSR.HW_CONFIG2)]
+
+        async def dram_proc(ctx):
+            rd, wr = top.dram_rd, top.dram_wr
+            queue, now, tokens, last_due = [], 0, 0, 0
+            unlimited = dram.rate_num >= dram.rate_den
+            while True:
+                ok = (unlimited or tokens >= dram.rate_den) and rng.random() * 256 >= dram.stall
+                ctx.set(wr.ready, ok)
+                ctx.set(rd.req.ready, ok and len(queue) < 64)
+                head = queue[0] if queue and queue[0][0] <= now else None
+                ctx.set(rd.resp.valid, head is not None)
+                ctx.set(rd.resp.payload, head[1] if head else 0)
+                _, _, wv, wp, qv, qa, rr = await ctx.tick().sample(
+                    wr.valid, wr.payload, rd.req.valid, rd.req.payload, rd.resp.ready)
+                fired = False
+                if wv and ok:                       # the write has priority in a cycle
+                    mem[int(wp.addr)] = int(wp.data)
+                    fired = True
+                elif qv and ok and len(queue) < 64:
+                    due = max(now + dram.latency + (rng.getrandbits(16) & dram.jitter_mask),
+                              last_due)
+                    queue.append((due, mem.get(int(qa), 0)))
+                    last_due = due
+                    fired = True
+                if head is not None and rr:
+                    queue.pop(0)
+                if not unlimited:
+                    tokens = tokens + dram.rate_num - (dram.rate_den if fired else 0)
+                    tokens = min(tokens, 4 * dram.rate_den)
+                now += 1
+
+        sim = Simulator(top)
+        sim.add_clock(1e-8)
+        sim.add_testbench(host)
+        sim.add_testbench(dram_proc, background=True)
+        t0 = time.perf_counter()
+        sim.run()
+        wall = time.perf_counter() - t0
+        regions = [np.array([mem.get(a + i, 0) for i in range(n)], dtype=np.uint64)
+                   for a, n in readback]
+        return RunResult(finished=out["finished"], status=out["status"], error=out["error"],
+                         counters=dict(zip(CSR_COUNTERS, out["counters"])), regions=regions,
+                         wall_run=wall, ids=out["ids"], dram_err=False)
