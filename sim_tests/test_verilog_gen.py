@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from gen.cli import main
 from gen.toolchain import lint
-from gen.verilog import generate, make_top
+from gen.verilog import convert, generate, make_top
 from hw.config import PRESETS, AcceleratorConfig
 
 # The designs the generator can emit, each linted for every preset.
@@ -89,4 +89,4 @@ def test_config_validation():
         preset("huge")
     assert PRESETS["eyeriss"].glb_bytes == 108 * 1024
     assert PRESETS["eyeriss"].num_pes == 168
-    assert make_top(PRESETS["tiny"], "pe") is not None
+    assert "module pe" in convert(make_top(PRESETS["tiny"], "pe"), "pe")
