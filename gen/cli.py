@@ -61,7 +61,7 @@ def verilog(preset_name, overrides, top, name, out_dir, lint):
 
     config = load_config(preset_name, overrides)
     try:
-        vpath, mpath = generate(config, out_dir, top=top, name=name, preset=preset_name)
+        vpath, mpath = generate(config, out_dir, top=top, name=name, preset_name=preset_name)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     click.echo(f"wrote {vpath} ({vpath.stat().st_size} bytes) and {mpath}")

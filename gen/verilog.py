@@ -101,7 +101,7 @@ def _version(dist: str) -> str:
 
 
 def generate(config: AcceleratorConfig, out_dir, *, top: str = "accelerator",
-             name: str | None = None, preset: str | None = None) -> tuple[Path, Path]:
+             name: str | None = None, preset_name: str | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/<name>.v`` and ``out_dir/<name>.json``; return both paths.
 
     ``name`` defaults to ``top``. The manifest holds the configuration, ports, the Verilog's
@@ -117,7 +117,7 @@ def generate(config: AcceleratorConfig, out_dir, *, top: str = "accelerator",
     manifest = {
         "top": name,
         "design": top,
-        "preset": preset,
+        "preset": preset_name,
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
         "ports": port_list(component),
