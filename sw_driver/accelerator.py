@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.config import AcceleratorConfig
-from hw.layouts import ErrorCode
+from hw.layouts import ErrorCode, act_bits, lanes
 from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer, finish_program
 from sw_driver.mapper import LayerShape, Mapping, map_layer
 from sw_driver.targets import AcceleratorError, DramModel, PysimTarget, VerilatorTarget
@@ -165,8 +165,9 @@ class Accelerator:
         for prog, words in zip(programs, res.regions):
             y = prog.ofmap.decode(words, cfg.data_width)
             outs.append(y)
+            la = lanes(act_bits(cfg.data_width))
             dense = PlaneStore(0, *y.shape, rlc=False,
-                               slot_words=-(-y.shape[2] * y.shape[3] // 4)).words
+                               slot_words=-(-y.shape[2] * y.shape[3] // la)).words
             stored = self._stored_words(prog.ofmap, words)
             layer_stats.append(LayerStats(prog.mapping, prog.mapping.layer.macs, stored, dense))
         stats = RunStats(cycles=res.cycles, counters=res.counters,

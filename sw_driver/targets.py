@@ -83,13 +83,43 @@ class VerilatorTarget:
         """Build (or reuse) the simulator; returns ``(runner, build_dir)``."""
         if self._built is None:
             from gen.toolchain import cached_build
-            from gen.verilog import convert
-            from sw_driver.sim.simtop import SIM_DRAM_SOURCE, SimTop
-            text = convert(SimTop(self.config, self.dram_aw), "sim_top")
-            text = text + "\n" + SIM_DRAM_SOURCE.read_text()
-            self._built = cached_build(text, "sim_top", tag=self.config.config_hash(),
-                                       waves=self.waves)
+            self._built = cached_build(self.verilog(), "sim_top",
+                                       tag=self.config.config_hash(), waves=self.waves)
         return self._built
+
+    def verilog(self) -> str:
+        """Verilog of ``SimTop`` (accelerator + DRAM model) for this configuration.
+
+        Elaborating the 12x14 array takes about a minute, so the text is cached under
+        ``build/verilog``, keyed by the configuration, the DRAM size and a hash of every
+        hardware source file: a changed design is always converted again.
+        """
+        import hashlib
+        import json
+
+        import amaranth
+
+        from gen.toolchain import build_dir_root, project_root
+        from sw_driver.sim.simtop import SIM_DRAM_SOURCE
+
+        h = hashlib.sha256(json.dumps([self.config.to_dict(), self.dram_aw,
+                                       amaranth.__version__]).encode())
+        root = project_root()
+        for src in sorted((root / "hw").glob("*.py")) + [root / "sw_driver/sim/simtop.py",
+                                                        SIM_DRAM_SOURCE]:
+            h.update(src.name.encode() + b"\0" + src.read_bytes())
+        path = build_dir_root() / "verilog" / f"sim_top-{h.hexdigest()[:16]}.v"
+        if path.exists():
+            return path.read_text()
+        from gen.verilog import convert
+        from sw_driver.sim.simtop import SimTop
+        text = convert(SimTop(self.config, self.dram_aw), "sim_top") + "\n" + \
+            SIM_DRAM_SOURCE.read_text()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)          # atomic: parallel workers never read a partial file
+        return text
 
     def run(self, segments, cmd_addr, readback, *, dram: DramModel = DramModel(),
             max_cycles: int = 50_000_000, reset_at: int = 0) -> RunResult:
