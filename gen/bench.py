@@ -1,0 +1,367 @@
+"""``accelgen bench``: AlexNet CONV1-5 on the generated accelerator against the Eyeriss chip.
+
+Fairness rules (``BENCHMARKS.md``): the 12 x 14 ``eyeriss`` preset, batch 4, the DRAM link
+limited to 0.3 64-bit words per core cycle (``DramModel.eyeriss``), cycles counted by the
+hardware's ``cycles`` counter from start to the last ofmap word written to DRAM, data
+loading included. Pretrained weights cannot be downloaded, so each layer gets seeded random
+weights (He-scaled, Q8.8) and a synthetic Q8.8 ifmap whose zero fraction follows the
+measured Eyeriss figures (``ALEXNET``). Every ofmap is compared with the golden model.
+
+Per layer the table gives MACs, ideal cycles (MACs / PEs), measured cycles, utilization,
+Eyeriss's cycles scaled to the batch and our speed-up, DRAM words per MAC, the ofmap RLC
+ratio, MACs skipped by zero gating and, with ``--gating-baseline``, the cycles that zero
+skipping saved against the same run with ``zero_gating`` off. The analytical model's
+prediction (``sw_driver.perfmodel``) is printed beside the RTL figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import click
+import numpy as np
+
+__all__ = ["BenchLayer", "ALEXNET", "bench", "run_bench", "synthetic_layer"]
+
+#: Q8.8 fixed point, the Eyeriss-faithful numerics of DESIGN.md section 2.
+FRAC_BITS = 8
+
+
+@dataclass(frozen=True)
+class BenchLayer:
+    """One benchmark layer. ``H``/``W`` unpadded, ``C``/``M`` totals over ``groups``;
+    ``eyeriss_cycles`` for batch 4 (ISSCC 2016, BENCHMARKS.md); ``zero_fraction`` of the
+    ifmap (0 for the image, then the ReLU'd activations)."""
+
+    name: str
+    C: int
+    H: int
+    W: int
+    M: int
+    R: int
+    S: int
+    U: int
+    padding: int
+    groups: int
+    eyeriss_cycles: float
+    zero_fraction: float
+
+    def shape(self, N: int):
+        from sw_driver.mapper import LayerShape
+        return LayerShape(N, self.C, self.H, self.W, self.M, self.R, self.S, self.U,
+                          self.padding, self.groups)
+
+    def macs_per_image(self) -> int:
+        return self.shape(1).macs
+
+    def scaled(self, c_div: int, m_div: int) -> "BenchLayer":
+        """The layer with C and M divided (kept divisible by ``groups``); Eyeriss cycles
+        scaled by the MAC ratio. For quick runs and CI, not for the comparison."""
+        g = self.groups
+        C = max(g, self.C // c_div // g * g)
+        M = max(g, self.M // m_div // g * g)
+        f = (C * M) / (self.C * self.M)
+        return replace(self, C=C, M=M, eyeriss_cycles=self.eyeriss_cycles * f)
+
+
+# Grouped AlexNet as run by Eyeriss. Zero fractions: the image has none; the ReLU'd ifmaps
+# go from about 40% (CONV2) to about 75% (CONV5) (BENCHMARKS.md), CONV3/4 interpolated.
+ALEXNET = [
+    BenchLayer("conv1", 3, 227, 227, 96, 11, 11, 4, 0, 1, 4.18e6, 0.0),
+    BenchLayer("conv2", 96, 27, 27, 256, 5, 5, 1, 2, 2, 8.38e6, 0.40),
+    BenchLayer("conv3", 256, 13, 13, 384, 3, 3, 1, 1, 1, 4.72e6, 0.52),
+    BenchLayer("conv4", 384, 13, 13, 384, 3, 3, 1, 1, 2, 3.68e6, 0.63),
+    BenchLayer("conv5", 384, 13, 13, 256, 3, 3, 1, 1, 2, 2.10e6, 0.75),
+]
+NETWORKS = {"alexnet": ALEXNET}
+EYERISS_BATCH = 4
+#: Eyeriss: 15.4 MB of DRAM traffic per batch of 4, i.e. 0.0029 16-bit accesses per MAC.
+EYERISS_BYTES_PER_MAC = 15.4e6 / (4 * 665.8e6)
+
+
+def synthetic_layer(layer: BenchLayer, N: int, seed: int = 0):
+    """Seeded ifmap (N, C, H, W) int16 with ``layer.zero_fraction`` zeros, He-scaled Q8.8
+    weights (M, C/groups, R, S), and bias (M,) in accumulator units."""
+    rng = np.random.default_rng(seed)
+    x = np.abs(rng.normal(0.0, 1.0, (N, layer.C, layer.H, layer.W))) * (1 << FRAC_BITS)
+    x = np.minimum(x, 32767).astype(np.int16)
+    if layer.zero_fraction:
+        x[rng.random(x.shape) < layer.zero_fraction] = 0
+    fan_in = layer.C // layer.groups * layer.R * layer.S
+    sigma = (1 << FRAC_BITS) * math.sqrt(2.0 / fan_in)
+    w = np.clip(np.rint(rng.normal(0.0, sigma, (layer.M, layer.C // layer.groups,
+                                                 layer.R, layer.S))), -32768, 32767)
+    bias = rng.integers(-64, 64, layer.M)
+    return x, w.astype(np.int16), bias
+
+
+def _predict(config, shape, dram, zero_fraction):
+    """The analytical model's cycles for one layer, or None if it is not available."""
+    try:
+        from sw_driver import perfmodel
+    except ImportError:
+        return None
+    try:
+        p = perfmodel.predict_layer(config, shape, dram=dram,
+                                    ifmap_zero_fraction=zero_fraction, relu=True)
+    except ValueError:
+        return None
+    return p
+
+
+def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
+              preset_name: str = "eyeriss", overrides=(), c_div: int = 1, m_div: int = 1,
+              dram: str = "eyeriss", gating_baseline: bool = False, model_only: bool = False,
+              seed: int = 0, echo=print, progress: bool = True) -> list[dict]:
+    """Run the benchmark; returns one row (dict) per layer.
+
+    Raises
+    ------
+    ValueError
+        Unknown network or layer names, or a batch < 1.
+    sw_driver.targets.AcceleratorError
+        If the hardware reports an error or a result is not bit-exact.
+    """
+    from tqdm import tqdm
+
+    from gen.cli import load_config
+    from sw_driver.accelerator import Accelerator
+    from sw_driver.golden import conv2d
+    from sw_driver.mapper import map_layer
+    from sw_driver.targets import AcceleratorError, DramModel
+
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {sorted(NETWORKS)}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    table = NETWORKS[network]
+    names = [l.name for l in table]
+    if layers:
+        bad = [n for n in layers if n not in names]
+        if bad:
+            raise ValueError(f"unknown layer(s) {bad}; {network} has {names}")
+        table = [l for l in table if l.name in layers]
+    if c_div != 1 or m_div != 1:
+        table = [l.scaled(c_div, m_div) for l in table]
+    config = load_config(preset_name, overrides)
+    dram_model = DramModel.eyeriss() if dram == "eyeriss" else DramModel()
+    acc = None if model_only else Accelerator(config, "verilator", dram=dram_model)
+    acc_nogate = None
+    if gating_baseline and not model_only:
+        acc_nogate = Accelerator(replace(config, zero_gating=False), "verilator",
+                                 dram=dram_model)
+    rows = []
+    bar = tqdm(table, desc=f"{network} on {preset_name}", unit="layer",
+               disable=not progress)
+    for layer in bar:
+        bar.set_postfix_str(layer.name)
+        shape = layer.shape(batch)
+        macs = shape.macs
+        row = {"layer": layer.name, "N": batch, "C": layer.C, "M": layer.M,
+               "H": layer.H, "R": layer.R, "U": layer.U, "groups": layer.groups,
+               "macs": macs, "ideal_cycles": macs / config.num_pes,
+               "eyeriss_cycles": layer.eyeriss_cycles * batch / EYERISS_BATCH,
+               "ifmap_zero_fraction": layer.zero_fraction}
+        try:
+            mapping = map_layer(shape, config)
+        except ValueError as e:
+            row["status"] = "not mappable"
+            row["reason"] = str(e)
+            rows.append(row)
+            bar.write(f"{layer.name}: not mappable on {preset_name}: {e}")
+            continue
+        pred = _predict(config, shape, dram_model, layer.zero_fraction)
+        row["model_cycles"] = getattr(pred, "cycles", None)
+        row["mapping"] = mapping.explain().splitlines()[0] if hasattr(mapping, "explain") \
+            else ""
+        if model_only:
+            row["status"] = "model only"
+            rows.append(row)
+            continue
+        x, w, bias = synthetic_layer(layer, batch, seed)
+        kw = dict(stride=layer.U, padding=layer.padding, groups=layer.groups,
+                  product_shift=FRAC_BITS, output_shift=0, relu=True)
+        if acc.target._built is None:
+            t0 = time.perf_counter()
+            echo(f"building the Verilator model of preset {preset_name} (cached per config; "
+                 f"the 12x14 array takes about 20 minutes the first time)...")
+            acc.target.build()
+            echo(f"  ready in {time.perf_counter() - t0:.0f} s")
+        ifmap_rlc = layer.zero_fraction > 0 and config.rlc
+        y, stats = acc.conv2d(x, w, bias, ifmap_rlc=ifmap_rlc, ofmap_rlc=config.rlc, **kw)
+        ref = conv2d(x, w, bias, psum_width=config.psum_width,
+                     data_width=config.data_width, **kw)
+        if not np.array_equal(y, ref):
+            bad = int(np.count_nonzero(y != ref))
+            raise AcceleratorError(f"{layer.name}: ofmap differs from the golden model in "
+                                   f"{bad} of {ref.size} values")
+        cyc = stats.cycles
+        k = stats.counters
+        row.update({
+            "status": "bit-exact",
+            "cycles": cyc,
+            "utilization": macs / (cyc * config.num_pes),
+            "of_ideal": row["ideal_cycles"] / cyc,
+            "speedup_vs_eyeriss": row["eyeriss_cycles"] / cyc,
+            "dram_words": k["dram_reads"] + k["dram_writes"],
+            "dram_words_per_mac": (k["dram_reads"] + k["dram_writes"]) / macs,
+            "dram_bytes_per_mac": 8 * (k["dram_reads"] + k["dram_writes"]) / macs,
+            "rlc_ratio": stats.rlc_ratio,
+            "macs_gated": k["macs_gated"],
+            "sim_cycles_per_s": stats.cycles_per_second,
+            "wall_s": stats.wall_seconds,
+        })
+        if row["model_cycles"]:
+            row["model_error"] = row["model_cycles"] / cyc - 1
+        if acc_nogate is not None:
+            y2, st2 = acc_nogate.conv2d(x, w, bias, ifmap_rlc=ifmap_rlc,
+                                        ofmap_rlc=config.rlc, **kw)
+            if not np.array_equal(y2, ref):
+                raise AcceleratorError(f"{layer.name}: zero_gating=False run not bit-exact")
+            row["cycles_no_gating"] = st2.cycles
+            row["cycles_saved_by_gating"] = st2.cycles - cyc
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [("layer", "layer", "{}"), ("macs", "MACs", "{:,}"),
+           ("ideal_cycles", "ideal", "{:,.0f}"), ("model_cycles", "model", "{:,.0f}"),
+           ("cycles", "measured", "{:,}"), ("of_ideal", "of ideal", "{:.1%}"),
+           ("eyeriss_cycles", "Eyeriss", "{:,.0f}"),
+           ("speedup_vs_eyeriss", "speed-up", "{:.2f}x"),
+           ("dram_words_per_mac", "DRAM w/MAC", "{:.5f}"), ("rlc_ratio", "RLC", "{:.2f}x"),
+           ("macs_gated", "MACs gated", "{:,}"),
+           ("cycles_saved_by_gating", "gating saved", "{:,}"), ("status", "status", "{}")]
+
+
+def format_table(rows) -> str:
+    def cell(row, key, fmt):
+        v = row.get(key)
+        if v is None or v == "":
+            return "-"
+        try:
+            return fmt.format(v)
+        except (ValueError, TypeError):
+            return str(v)
+    head = [h for _, h, _ in COLUMNS]
+    body = [[cell(r, k, f) for k, _, f in COLUMNS] for r in rows]
+    tot = {"layer": "total"}
+    for key in ("macs", "ideal_cycles", "model_cycles", "cycles", "eyeriss_cycles",
+                "macs_gated", "cycles_saved_by_gating"):
+        vals = [r.get(key) for r in rows]
+        if vals and all(v is not None for v in vals):
+            tot[key] = sum(vals)
+    if tot.get("cycles"):
+        tot["of_ideal"] = tot["ideal_cycles"] / tot["cycles"]
+        tot["speedup_vs_eyeriss"] = tot["eyeriss_cycles"] / tot["cycles"]
+    body.append([cell(tot, k, f) for k, _, f in COLUMNS])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(b[:-1], widths)) + "  " + b[-1]
+              for b in body]
+    return "\n".join(lines)
+
+
+def write_outputs(rows, out_dir: Path, meta: dict):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(out_dir / "bench.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=keys)
+        wr.writeheader()
+        wr.writerows(rows)
+    (out_dir / "bench.json").write_text(json.dumps({"meta": meta, "layers": rows}, indent=2,
+                                                   default=float) + "\n")
+    plot(rows, out_dir / "bench.png", meta)
+
+
+def plot(rows, path: Path, meta: dict):
+    """Bar chart per layer: ideal, Eyeriss, model and measured cycles."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["layer"] for r in rows]
+    series = [("ideal_cycles", "ideal (MACs/PEs)", "#bbbbbb"),
+              ("eyeriss_cycles", "Eyeriss chip", "#d62728"),
+              ("model_cycles", "analytical model", "#ff7f0e"),
+              ("cycles", "this design (RTL)", "#1f77b4")]
+    series = [s for s in series if any(r.get(s[0]) for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
+    wid = 0.8 / len(series)
+    for i, (key, label, color) in enumerate(series):
+        vals = [(r.get(key) or 0) / 1e6 for r in rows]
+        ax.bar(np.arange(len(rows)) + (i - (len(series) - 1) / 2) * wid, vals, wid,
+               label=label, color=color)
+    ax.set_xticks(np.arange(len(rows)), names)
+    ax.set_ylabel("cycles (millions)")
+    ax.set_title(f"{meta.get('network', '')}, batch {meta.get('batch')}, preset "
+                 f"{meta.get('preset')}, DRAM {meta.get('dram')}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command("bench")
+@click.argument("network", type=click.Choice(sorted(NETWORKS)), default="alexnet")
+@click.option("--layers", default="", help="Comma-separated layer names (default: all).")
+@click.option("--batch", "-N", default=4, show_default=True, help="Images per layer run.")
+@click.option("--preset", "preset_name", default="eyeriss", show_default=True,
+              help="Named configuration (the comparison with Eyeriss needs 'eyeriss').")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one configuration parameter (repeatable).")
+@click.option("--scale-c", "c_div", default=1, show_default=True,
+              help="Divide every layer's C by this (quick runs; not a fair comparison).")
+@click.option("--scale-m", "m_div", default=1, show_default=True,
+              help="Divide every layer's M by this (quick runs; not a fair comparison).")
+@click.option("--dram", type=click.Choice(["eyeriss", "unlimited"]), default="eyeriss",
+              show_default=True, help="DRAM link: Eyeriss's 0.3 words/cycle, or 1 word/cycle.")
+@click.option("--gating-baseline", is_flag=True,
+              help="Also run every layer with zero_gating off (a second Verilator build) and "
+                   "report the cycles zero skipping saved.")
+@click.option("--model-only", is_flag=True,
+              help="Only the analytical model: no RTL simulation.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("build/bench"), show_default=True,
+              help="Where bench.csv, bench.json and bench.png go.")
+def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, gating_baseline,
+          model_only, seed, out_dir):
+    """Benchmark a network's CONV layers against the Eyeriss chip (BENCHMARKS.md).
+
+    Runs every layer on the Verilator model, checks it bit-exact against the golden model,
+    prints the table and writes OUT/bench.csv, OUT/bench.json and OUT/bench.png.
+
+    \b
+    Examples:
+      accelgen bench alexnet                          # the fair comparison (hours)
+      accelgen bench alexnet --layers conv3 --batch 1
+      accelgen bench alexnet --model-only             # analytical model, seconds
+      accelgen bench alexnet --preset small --scale-c 8 --scale-m 8 --batch 1
+    """
+    layer_list = [s.strip() for s in layers.split(",") if s.strip()] or None
+    t0 = time.perf_counter()
+    try:
+        rows = run_bench(network, layers=layer_list, batch=batch, preset_name=preset_name,
+                         overrides=overrides, c_div=c_div, m_div=m_div, dram=dram,
+                         gating_baseline=gating_baseline, model_only=model_only, seed=seed,
+                         echo=click.echo)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    meta = {"network": network, "batch": batch, "preset": preset_name,
+            "overrides": list(overrides), "scale_c": c_div, "scale_m": m_div, "dram": dram,
+            "seed": seed, "wall_s": time.perf_counter() - t0,
+            "eyeriss_bytes_per_mac": EYERISS_BYTES_PER_MAC}
+    click.echo(format_table(rows))
+    write_outputs(rows, out_dir, meta)
+    click.echo(f"wrote {out_dir}/bench.csv, bench.json, bench.png "
+               f"({meta['wall_s']:.0f} s)")
