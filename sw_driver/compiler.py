@@ -10,9 +10,9 @@ DRAM layout (64-bit words), allocated by :class:`DramAllocator`:
 - bias: one sign-extended 64-bit word per output channel.
 - the command list (``hw.layouts`` headers and descriptors).
 
-Every command waits for every engine (``WaitMask`` all): this first version serialises
-load, compute and store; overlapping them with double-buffered GLB regions is left to the
-performance work.
+Single-buffered mappings serialise load, compute and store (every command waits for every
+engine). Double-buffered mappings (``Mapping.buffers == 2``) overlap DRAM loads and stores
+with the passes; see :func:`_emit_overlapped` for the hazards and why they cannot occur.
 """
 
 from __future__ import annotations
@@ -208,30 +208,35 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
     """Commands for one layer reading ``ifmap`` and writing ``ofmap`` (both in DRAM).
 
     ``weights``: (M, C/groups, R, S) ints; ``bias``: (M,) ints or None.
+
+    With ``mp.buffers == 1`` every command waits for every engine (serial). With
+    ``mp.buffers == 2`` the GLB regions are double-buffered and the list is software
+    pipelined (:func:`_emit_overlapped`): the loads of pass k+1 run under pass k, and the
+    stores of a filter block run under the next block's passes.
     """
     L, c = mp.layer, mp.config
     la = lanes(act_bits(c.data_width))
-    fil_base, _ = mp.glb["filter"]
-    bias_base, _ = mp.glb["bias"]
-    if_base_w, _ = mp.glb["ifmap"]
-    ps_base_w, _ = mp.glb["psum"]
-    if_base = if_base_w * la
     from hw.layouts import psum_bits
     lp = lanes(psum_bits(c.psum_width))
-    ps_base = ps_base_w * lp
-    fil_elem = fil_base * la
+    nbuf = mp.buffers
+
+    def region(name, k):
+        return mp.glb[name if k % nbuf == 0 else f"{name}.{k % nbuf}"][0]
+
     pitch = mp.plane_pitch
     EA, F, e, U, P = mp.E_alloc, L.F, mp.e, L.U, L.padding
     prog = LayerProgram(mp, ifmap=ifmap, ofmap=ofmap)
-    cmds = prog.commands
     weights = np.asarray(weights, dtype=np.int64)
-    if set_roles:
-        cmds += cmd_words(Opcode.ROLES, payload=_roles(mp))
     bias_addr = None
     if bias is not None:
         bias_addr = dram.put(np.asarray(bias, dtype=np.int64).astype(np.uint64))
     n_tags = mp.r_sets * mp.t_sets * mp.Rc
     pqs = mp.p * mp.q * L.S
+    # Units: one per (group, image block, filter block); each has its bias load, channel
+    # blocks (ifmap loads + passes (filter load, pass)) and stores. Buffers alternate by
+    # unit (bias, psum), by channel block (ifmap) and by pass (filter).
+    units = []
+    n_unit = n_cblk = n_pass = 0
     for g in range(L.groups):
         for nbk in range(mp.n_nblocks):
             n0 = nbk * mp.nb
@@ -239,13 +244,21 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
             for mb in range(mp.n_mblocks):
                 m0 = mb * mp.PT
                 m_real = min(mp.PT, L.Mg - m0)
+                bias_base = region("bias", n_unit)
+                ps_base = region("psum", n_unit) * lp
+                unit = {"bias": [], "cblocks": [], "stores": []}
                 if bias_addr is not None:
-                    cmds += cmd_words(Opcode.RUN, Engine.LOAD, _const_words(load_desc_layout(), {
-                        "mode": LoadMode.RAW, "dram_addr": bias_addr + g * L.Mg + m0,
-                        "n_words": m_real, "glb_word": bias_base}))
+                    unit["bias"] = cmd_words(Opcode.RUN, Engine.LOAD, _const_words(
+                        load_desc_layout(), {"mode": LoadMode.RAW,
+                                             "dram_addr": bias_addr + g * L.Mg + m0,
+                                             "n_words": m_real, "glb_word": bias_base}),
+                        wait=0)
                 for cb in range(mp.n_cblocks):
                     c0 = cb * mp.CB
                     c_real = min(mp.CB, L.Cg - c0)
+                    if_base = region("ifmap", n_cblk) * la
+                    n_cblk += 1
+                    loads, passes = [], []
                     for n in range(nbn):
                         glb_elem = if_base + n * mp.CB * pitch
                         src = ifmap.slot_addr(n0 + n, g * L.Cg + c0)
@@ -259,20 +272,22 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                                  "n_words": c_real * ifmap.slot_words,
                                  "glb_word": glb_elem // la}
                             assert ifmap.slot_words * la == pitch
-                        cmds += cmd_words(Opcode.RUN, Engine.LOAD,
-                                          _const_words(load_desc_layout(), d))
+                        loads.append(cmd_words(Opcode.RUN, Engine.LOAD,
+                                               _const_words(load_desc_layout(), d), wait=0))
                     for rc in range(mp.n_rchunks):
                         r0 = rc * mp.Rc
+                        fil_base = region("filter", n_pass)
+                        n_pass += 1
                         fvals = _filter_block(weights, mp, g, m0, c0, r0)
                         faddr = dram.put(pack_values(fvals, act_bits(c.data_width)))
-                        cmds += cmd_words(Opcode.RUN, Engine.LOAD, _const_words(
+                        fload = cmd_words(Opcode.RUN, Engine.LOAD, _const_words(
                             load_desc_layout(), {"mode": LoadMode.RAW, "dram_addr": faddr,
                                                  "n_words": math.ceil(len(fvals) / la),
-                                                 "glb_word": fil_base}))
+                                                 "glb_word": fil_base}), wait=0)
                         first = cb == 0 and rc == 0
                         filt = agu_desc([n_tags, pqs],
                                         {"addr": [pqs, 1], "tag": [1, 0]},
-                                        base={"addr": fil_elem})
+                                        base={"addr": fil_base * la})
                         ifm = agu_desc(
                             [nbn, mp.n_fold, mp.W_cols, mp.r_sets, mp.n_h, mp.q],
                             {"addr": [mp.CB * pitch, e * U * L.W, 1, mp.q * pitch, L.W,
@@ -294,19 +309,102 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                                "load_filter": 1, "psum_in_en": int(not first),
                                "filter": filt, "ifmap": ifm,
                                "psum_in": empty if first else ps, "psum_out": ps}
-                        cmds += cmd_words(Opcode.RUN, Engine.PASS,
-                                          _const_words(pass_desc_layout(), pas))
+                        passes.append((fload, _const_words(pass_desc_layout(), pas)))
+                    unit["cblocks"].append((loads, passes))
                 for n in range(nbn):
-                    cmds += cmd_words(Opcode.RUN, Engine.STORE, _const_words(
-                        store_desc_layout(), {
-                            "glb_elem": ps_base + n * mp.PT * EA * F, "glb_pitch": EA * F,
-                            "n_planes": m_real, "plane_count": L.E * F,
-                            "dram_addr": ofmap.slot_addr(n0 + n, g * L.Mg + m0),
-                            "dram_pitch": ofmap.slot_words,
-                            "bias_word": bias_base, "bias_en": int(bias_addr is not None),
-                            "output_shift": output_shift, "relu": int(relu),
-                            "rlc": int(ofmap.rlc)}))
+                    unit["stores"].append(_const_words(store_desc_layout(), {
+                        "glb_elem": ps_base + n * mp.PT * EA * F, "glb_pitch": EA * F,
+                        "n_planes": m_real, "plane_count": L.E * F,
+                        "dram_addr": ofmap.slot_addr(n0 + n, g * L.Mg + m0),
+                        "dram_pitch": ofmap.slot_words,
+                        "bias_word": bias_base, "bias_en": int(bias_addr is not None),
+                        "output_shift": output_shift, "relu": int(relu),
+                        "rlc": int(ofmap.rlc)}))
+                units.append(unit)
+                n_unit += 1
+    cmds = prog.commands
+    if set_roles:
+        cmds += cmd_words(Opcode.ROLES, payload=_roles(mp))
+    if nbuf == 1:
+        _emit_serial(cmds, units)
+    else:
+        _emit_overlapped(cmds, units)
     return prog
+
+
+def _with_wait(words, wait):
+    """The same command with another wait mask in its header."""
+    head = CMD_HEADER.from_bits(words[0])
+    return cmd_words(head.opcode, head.engine, words[1:], wait=wait)
+
+
+def _emit_serial(cmds, units):
+    """Every command waits for every engine: load, compute and store in turn."""
+    for u in units:
+        if u["bias"]:
+            cmds += _with_wait(u["bias"], ALL_ENGINES)
+        for loads, passes in u["cblocks"]:
+            for ld in loads:
+                cmds += _with_wait(ld, ALL_ENGINES)
+            for fload, pas in passes:
+                cmds += _with_wait(fload, ALL_ENGINES)
+                cmds += cmd_words(Opcode.RUN, Engine.PASS, pas)
+        for st in u["stores"]:
+            cmds += cmd_words(Opcode.RUN, Engine.STORE, st)
+
+
+def _emit_overlapped(cmds, units):
+    """Software-pipelined command list for double-buffered GLB regions.
+
+    The controller issues in order, and a command waits only for the engines in its mask
+    (and, for RUN, for its own engine). Order per pass k: ``PASS k`` (waits LOAD), the loads
+    of pass k+1 (filter, and ifmap for a new channel block), one pending STORE. At the end
+    of a unit (filter block): the previous unit's remaining STOREs, the unit's bias load
+    (waits STORE), its first STORE (waits PASS and LOAD); its other STOREs follow one per
+    later pass. Why no hazard can occur:
+
+    - A PASS waits for LOAD, so its filter and ifmap loads, issued before it, are done.
+    - The loads of pass k+1 write the other filter buffer (and, for a new channel block,
+      the other ifmap buffer), last read by pass k-1 or earlier, which finished before
+      PASS k could start (one PASS at a time).
+    - A unit's psum buffer was last read by the STOREs of unit u-2. Those are all issued
+      before unit u-1's first STORE, which starts only when the STORE engine is idle, and
+      that is emitted before unit u's first PASS.
+    - A bias load waits for STORE, so the STOREs of unit u-2 (same bias buffer) are done;
+      the unit's first STORE waits for LOAD, so the bias is in the GLB.
+    - The first load of the layer waits for every engine: the ifmap may be the previous
+      layer's ofmap, written by its STOREs, and the regions may hold its psums.
+    """
+    flat = []          # (unit index, loads before the pass incl. the filter load, pass)
+    for ui, u in enumerate(units):
+        for ci, (loads, passes) in enumerate(u["cblocks"]):
+            for pi, (fload, pas) in enumerate(passes):
+                flat.append((ui, (loads if pi == 0 else []) + [fload], pas))
+    if not flat:
+        return
+    first_loads = flat[0][1]
+    cmds += _with_wait(first_loads[0], ALL_ENGINES)
+    for ld in first_loads[1:]:
+        cmds += ld
+    pending = []
+    for i, (ui, _, pas) in enumerate(flat):
+        cmds += cmd_words(Opcode.RUN, Engine.PASS, pas, wait=WaitMask.LOAD)
+        if i + 1 < len(flat):
+            for ld in flat[i + 1][1]:
+                cmds += ld
+        if pending:
+            cmds += cmd_words(Opcode.RUN, Engine.STORE, pending.pop(0), wait=0)
+        if i + 1 == len(flat) or flat[i + 1][0] != ui:
+            for st in pending:
+                cmds += cmd_words(Opcode.RUN, Engine.STORE, st, wait=0)
+            u = units[ui]
+            if u["bias"]:
+                cmds += _with_wait(u["bias"], WaitMask.STORE)
+            cmds += cmd_words(Opcode.RUN, Engine.STORE, u["stores"][0],
+                              wait=WaitMask.PASS | WaitMask.LOAD)
+            pending = list(u["stores"][1:])
+    for st in pending:
+        cmds += cmd_words(Opcode.RUN, Engine.STORE, st, wait=0)
 
 
 def finish_program(dram: DramAllocator, commands: list[int]) -> int:

@@ -112,6 +112,13 @@ class Mapping:
     q: int            # channels per PE
     nb: int           # images per block
     glb: dict = field(default_factory=dict)   # region -> (word address, words)
+    #: 1: one GLB region each for filters, bias, ifmaps and psums; the compiler serialises
+    #: LOAD, PASS and STORE. 2: every region double-buffered ("filter", "filter.1", ...);
+    #: the compiler overlaps DRAM loads and stores with the passes (Eyeriss JSSC 2017,
+    #: section IV: the GLB hides DRAM latency).
+    buffers: int = 1
+    #: 64-bit DRAM words per cycle assumed by the cost model (0.3 for Eyeriss's link).
+    dram_rate: float = 1.0
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -197,6 +204,33 @@ class Mapping:
         store_values = per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
         return self.predicted_cycles() + ifmap_words + filter_words + store_values
 
+    def overlap_cycles(self) -> int:
+        """Cycle estimate with double buffering: loads of the next pass and stores of the
+        previous filter block run under the passes, so a pass costs the longer of its PE work
+        and the DRAM words moved meanwhile (at ``dram_rate`` words/cycle)."""
+        L, c = self.layer, self.config
+        la = lanes(act_bits(c.data_width))
+        rate = max(1e-6, min(1.0, self.dram_rate))
+        per_block = L.groups * self.n_nblocks
+        ifmap_words = per_block * self.n_mblocks * self.n_cblocks * math.ceil(
+            self.nb * self.CB * self.plane_pitch / la)
+        filter_words = self.n_passes * math.ceil(
+            self.r_sets * self.t_sets * self.Rc * self.p * self.q * L.S / la)
+        store_words = math.ceil(per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
+                                / la)
+        dram = (ifmap_words + filter_words + store_words) / rate
+        ramp = self.pass_cycles() // max(1, self.n_passes) + \
+            (self.nb * self.PT * L.E * L.F) // max(1, self.n_mblocks)
+        return int(max(self.predicted_cycles(), dram) + ramp)
+
+    def cost(self) -> int:
+        """The mapper's objective: :meth:`overlap_cycles` when double-buffered, else
+        :meth:`serial_cycles` (its 1 word/cycle DRAM term scaled by ``dram_rate``)."""
+        if self.buffers == 2:
+            return self.overlap_cycles()
+        pe = self.predicted_cycles()
+        return int(pe + (self.serial_cycles() - pe) / max(1e-6, min(1.0, self.dram_rate)))
+
     def predicted_utilization(self) -> float:
         """Useful MACs / (predicted cycles x all PEs)."""
         return self.layer.macs / (self.predicted_cycles() * self.config.num_pes)
@@ -213,6 +247,7 @@ class Mapping:
             f"({self.p * self.q * L.S}/{c.filter_spad_depth} filter spad words)",
             f"folding: {self.n_fold} ofmap row(s) per column; strip-mining: "
             f"{self.n_rchunks} chunk(s) of {self.Rc} filter rows; {self.nb} image(s) per block",
+            f"buffers: {'double (loads/stores overlap passes)' if self.buffers == 2 else 'single (serial)'}",
             f"passes: {self.n_passes} = {L.groups} group(s) x {self.n_nblocks} image block(s)"
             f" x {self.n_mblocks} filter block(s) of {self.PT} x {self.n_cblocks} channel "
             f"block(s) of {self.CB} x {self.n_rchunks} row chunk(s)",
@@ -224,8 +259,10 @@ class Mapping:
         return "\n".join(lines)
 
 
-def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb):
-    """Bank-aligned GLB regions, or None when they do not fit."""
+def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers=1):
+    """Bank-aligned GLB regions (``buffers`` copies of each), or None when they do not fit.
+
+    The copies of a region are named ``name`` and ``name.1``."""
     la = lanes(act_bits(config.data_width))
     lp = lanes(psum_bits(config.psum_width))
     bank = config.glb_bank_words
@@ -239,15 +276,21 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb):
     }
     plan, addr = {}, 0
     for name in ("filter", "bias", "ifmap", "psum"):     # ifmap after others: base > 0
-        plan[name] = (addr, words[name])
-        addr += math.ceil(words[name] / bank) * bank
+        for k in range(buffers):
+            plan[name if k == 0 else f"{name}.{k}"] = (addr, words[name])
+            addr += math.ceil(words[name] / bank) * bank
     if addr > config.glb_words:
         return None
     return plan
 
 
-def map_layer(layer: LayerShape, config: AcceleratorConfig) -> Mapping:
+def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
+              buffers=(1,)) -> Mapping:
     """Choose a row-stationary mapping of ``layer`` on ``config``.
+
+    Candidates with single and double-buffered GLB regions (``buffers``) are weighed by
+    :meth:`Mapping.cost` with the DRAM link at ``dram_rate`` 64-bit words per cycle; the
+    cheapest wins.
 
     Raises
     ------
@@ -294,28 +337,31 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig) -> Mapping:
                     p_cap = min(c.psum_spad_depth, c.filter_spad_depth // (q * L.S),
                                 math.ceil(L.Mg / t_sets), 255)
 
-                    def plan_for(p):
-                        t_eff = min(t_sets, math.ceil(L.Mg / p))
-                        return t_eff, _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc,
-                                                r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb)
-                    # The GLB need grows with p: binary-search the largest p that fits.
-                    lo, hi, found = 1, p_cap, None
-                    while lo <= hi:
-                        mid = (lo + hi) // 2
-                        t_eff, plan = plan_for(mid)
-                        if plan is None:
-                            hi = mid - 1
-                        else:
-                            found, lo = (mid, t_eff, plan), mid + 1
-                    if found is None:
-                        reasons.add("GLB capacity")
-                        continue
-                    p, t_eff, plan = found
-                    mp = Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc, n_rchunks=n_rchunks,
-                                 r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb, glb=plan)
-                    cost = mp.serial_cycles()
-                    if best_cost is None or cost < best_cost:
-                        best, best_cost = mp, cost
+                    for nbuf in buffers:
+                        def plan_for(p):
+                            t_eff = min(t_sets, math.ceil(L.Mg / p))
+                            return t_eff, _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc,
+                                                    r_sets=r_sets, t_sets=t_eff, p=p, q=q,
+                                                    nb=nb, buffers=nbuf)
+                        # The GLB need grows with p: binary-search the largest p that fits.
+                        lo, hi, found = 1, p_cap, None
+                        while lo <= hi:
+                            mid = (lo + hi) // 2
+                            t_eff, plan = plan_for(mid)
+                            if plan is None:
+                                hi = mid - 1
+                            else:
+                                found, lo = (mid, t_eff, plan), mid + 1
+                        if found is None:
+                            reasons.add("GLB capacity")
+                            continue
+                        p, t_eff, plan = found
+                        mp = Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc, n_rchunks=n_rchunks,
+                                     r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb, glb=plan,
+                                     buffers=nbuf, dram_rate=dram_rate)
+                        cost = mp.cost()
+                        if best_cost is None or cost < best_cost:
+                            best, best_cost = mp, cost
     if best is not None:
         return best
     smallest = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=1, t_sets=1, p=1, q=1, nb=1)
