@@ -29,8 +29,9 @@ command (host->board)  fields after the opcode byte            reply (board->hos
 - The bridge drops a partly received frame when no byte arrives for ``rx_timeout`` cycles
   (about 20 ms at the default clock), so a host that lost sync waits that long, sends
   ``PING`` and reads until the info bytes come back.
-- Memory traffic from the host waits for the accelerator's own DRAM traffic (the
-  accelerator has priority), so the host may read and write while a layer runs.
+- The host may read and write memory while a layer runs: host memory traffic has priority
+  over the accelerator's (``fpga.bram_dram``); at UART speed it costs the accelerator about
+  one stall cycle per host word.
 """
 
 from __future__ import annotations
