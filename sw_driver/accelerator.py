@@ -81,7 +81,10 @@ class RunStats:
 
 class Accelerator:
     """The generated accelerator on a target: ``"verilator"`` (cocotb + Verilator, built once
-    per configuration) or ``"pysim"`` (Amaranth's simulator; small presets only).
+    per configuration), ``"pysim"`` (Amaranth's simulator; small presets only) or
+    ``"serial"`` (an FPGA board over its UART bridge, ``sw_driver.serial.SerialTarget``,
+    e.g. ``Accelerator(preset("fpga"), "serial", url="/dev/ttyUSB0")``). ``target_args``
+    go to the target's constructor; the ``dram`` model is ignored on a board.
 
     Raises
     ------
@@ -99,8 +102,12 @@ class Accelerator:
             self.target = VerilatorTarget(config, **target_args)
         elif target == "pysim":
             self.target = PysimTarget(config, **target_args)
+        elif target == "serial":
+            from sw_driver.serial import SerialTarget
+            self.target = SerialTarget(config, **target_args)
         else:
-            raise ValueError(f"unknown target {target!r}; available: 'verilator', 'pysim'")
+            raise ValueError(f"unknown target {target!r}; available: 'verilator', 'pysim', "
+                             "'serial'")
 
     def map(self, x_shape, w_shape, *, stride=1, padding=0, groups=1) -> Mapping:
         N, C, H, W = x_shape
