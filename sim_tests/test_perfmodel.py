@@ -1,0 +1,282 @@
+"""The analytical performance model (``sw_driver.perfmodel``) against its invariants and
+against real RTL runs.
+
+Fast tests check what must hold by construction (exact MAC and word counts, the ideal and
+DRAM-bandwidth bounds, monotonicity). The Verilator tests run layers on the ``tiny`` and
+``small`` presets (cached builds) and require the model's cycle count within 5% of the
+RTL's ``cycles`` counter and the access counters equal (``dram_reads`` within a stated
+tolerance where the hardware's count depends on timing: RLC over-reads).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from hw.config import preset
+from hw.layouts import act_bits, lanes
+from sw_driver.accelerator import ConvLayer
+from sw_driver.mapper import LayerShape
+from sw_driver.perfmodel import predict_layer, predict_network
+from sw_driver.targets import DramModel
+
+TINY = preset("tiny")
+SMALL = preset("small")
+
+#: Relative cycle error allowed per layer (BENCHMARKS.md: "within 5% per layer").
+CYCLE_TOL = 0.05
+#: Counters the model must match exactly.
+EXACT = ("macs", "macs_gated", "glb_reads", "glb_writes", "dram_writes")
+
+
+def _pe_work(mp):
+    """MACs issued + gated by the PEs: every active PE does p*q*S*F MACs per ifmap row."""
+    L = mp.layer
+    work = 0
+    for nbk in range(mp.n_nblocks):
+        nbn = min(mp.nb, L.N - nbk * mp.nb)
+        work += (mp.active_pes * mp.p * mp.q * L.S * L.F * nbn * mp.n_fold
+                 * L.groups * mp.n_mblocks * mp.n_cblocks * mp.n_rchunks)
+    return work
+
+
+# ---------------------------------------------------------------------------------------
+# Fast invariants (no simulator)
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cfg, L", [
+    (TINY, LayerShape(1, 3, 8, 8, 8, 3, 3, 1, 1)),
+    (TINY, LayerShape(2, 4, 9, 9, 6, 3, 3, 2, 1)),
+    (SMALL, LayerShape(1, 8, 12, 12, 16, 5, 5, 1, 2)),
+    (SMALL, LayerShape(1, 16, 6, 6, 32, 1, 1)),
+])
+def test_exact_counts(cfg, L):
+    pred = predict_layer(cfg, L)
+    mp = pred.mappings[0]
+    c = pred.counts
+    la = lanes(act_bits(cfg.data_width))
+    # every MAC slot the PEs issue is either fired or gated
+    assert c["macs"] + c["macs_gated"] == _pe_work(mp) >= L.macs
+    # dense data: only the zero padding is gated
+    if L.padding == 0 and mp.E_alloc == L.E and L.Cg % mp.CB == 0:
+        assert c["macs_gated"] == 0
+    # raw ofmap: one word per `la` values of each plane
+    assert c["dram_writes"] == L.N * L.M * math.ceil(L.E * L.F / la)
+    # raw ifmap planes and pre-arranged filter blocks: the data reads are exact
+    ifmap_words = L.N * L.groups * mp.n_mblocks * L.Cg * math.ceil(L.H * L.W / la)
+    filter_words = mp.n_passes * math.ceil(mp.r_sets * mp.t_sets * mp.Rc * mp.p * mp.q
+                                           * L.S / la)
+    assert c["dram_reads_data"] == ifmap_words + filter_words
+    # command words: the whole list plus at most the 16 words prefetched past END
+    assert c["dram_reads"] == c["dram_reads_data"] + c["dram_reads_commands"]
+    # the GON writes every psum once per pass; the psum GIN reads back all but the first
+    # channel block's (whose passes start from zero)
+    assert c["noc_gon"] == (L.groups * mp.n_mblocks * mp.n_cblocks * mp.n_rchunks * L.N
+                            * mp.n_fold * L.F * mp.t_sets * mp.e * mp.p)
+    assert c["noc_psum_gin"] == c["noc_gon"] * (mp.n_cblocks * mp.n_rchunks - 1) // (
+        mp.n_cblocks * mp.n_rchunks)
+    assert c["glb_writes"] == c["noc_gon"] + ifmap_words + filter_words
+    assert c["spad_filter_reads"] == c["macs"]
+    assert 0 < pred.utilization <= 1
+
+
+def test_ideal_and_dram_bounds():
+    L = LayerShape(1, 8, 12, 12, 16, 3, 3, 1, 1)
+    fast = predict_layer(SMALL, L)
+    slow = predict_layer(SMALL, L, dram=DramModel.eyeriss())
+    for p in (fast, slow):
+        assert p.cycles >= p.ideal_cycles
+        assert p.counts["pass_cycles"] >= p.counts["macs"] / SMALL.num_pes
+    # a 0.3 words/cycle link moves at most 0.3 words per cycle (plus the 4-word burst)
+    words = slow.counts["dram_reads"] + slow.counts["dram_writes"]
+    assert slow.cycles >= (words - 4) / 0.3
+    assert slow.cycles > fast.cycles
+
+
+@pytest.mark.parametrize("field, values", [("M", (2, 4, 8, 16)), ("C", (1, 2, 4, 8)),
+                                           ("H", (6, 8, 12, 16)), ("N", (1, 2, 3))])
+def test_monotonic_in_layer_size(field, values):
+    base = dict(N=1, C=4, H=8, W=8, M=8, R=3, S=3, U=1, padding=1)
+    cycles, macs = [], []
+    for v in values:
+        kw = dict(base, **{field: v})
+        if field == "H":
+            kw["W"] = v
+        p = predict_layer(TINY, LayerShape(**kw))
+        cycles.append(p.cycles)
+        macs.append(p.counts["macs"] + p.counts["macs_gated"])
+    assert cycles == sorted(cycles) and len(set(cycles)) == len(cycles)
+    assert macs == sorted(macs)
+
+
+def test_zero_skipping_and_rlc():
+    L = LayerShape(1, 8, 10, 10, 16, 3, 3, 1, 1)
+    dense = predict_layer(SMALL, L, relu=True)
+    sparse = predict_layer(SMALL, L, ifmap_zero_fraction=0.6, relu=True, ifmap_rlc=True)
+    assert sparse.counts["macs_gated"] > 0.5 * (sparse.counts["macs"]
+                                                + sparse.counts["macs_gated"]) * 0.9
+    assert sparse.counts["pass_cycles"] < dense.counts["pass_cycles"]
+    off = predict_layer(SMALL.replace(zero_gating=False), L, ifmap_zero_fraction=0.6)
+    assert off.counts["macs_gated"] == 0
+    assert off.counts["pass_cycles"] > sparse.counts["pass_cycles"]
+    # RLC: fewer ifmap words than raw when sparse
+    raw = predict_layer(SMALL, L, ifmap_zero_fraction=0.6)
+    assert sparse.counts["dram_reads_data"] < raw.counts["dram_reads_data"]
+
+
+def test_network_and_explain():
+    layers = [ConvLayer(np.zeros((8, 3, 3, 3)), None, 1, 1, relu=True),
+              ConvLayer(np.zeros((8, 8, 3, 3)), None, 2, 1, relu=True)]
+    net = predict_network(TINY, (1, 3, 8, 8), layers)
+    one = predict_layer(TINY, LayerShape(1, 3, 8, 8, 8, 3, 3, 1, 1), relu=True)
+    assert net.cycles > one.cycles
+    assert net.useful_macs == sum(m.layer.macs for m in net.mappings)
+    text = net.explain()
+    assert "cycles" in text and "GON" in text
+    assert sum(net.phases.values()) == net.cycles
+
+
+# ---------------------------------------------------------------------------------------
+# Model against the RTL (Verilator)
+# ---------------------------------------------------------------------------------------
+
+def _data(rng, shape, lo=-300, hi=300, zeros=0.0):
+    x = rng.integers(lo, hi + 1, size=shape)
+    if zeros:
+        x[rng.random(shape) < zeros] = 0
+    return x.astype(np.int16)
+
+
+_ACCS = {}
+
+
+def _acc(cfg, dram):
+    from sw_driver.accelerator import Accelerator
+    key = (cfg, dram)
+    if key not in _ACCS:
+        _ACCS[key] = Accelerator(cfg, dram=dram)
+    return _ACCS[key]
+
+
+def _run_and_predict(cfg, N, C, H, M, R, U=1, P=0, G=1, *, zeros=0.0, relu=False,
+                     bias=False, dram=DramModel(), ifmap_rlc=False, seed=0):
+    rng = np.random.default_rng(seed)
+    x = _data(rng, (N, C, H, H), zeros=zeros)
+    w = _data(rng, (M, C // G, R, R), -60, 60)
+    b = rng.integers(-2000, 2000, size=M) if bias else None
+    acc = _acc(cfg, dram)
+    y, stats = acc.conv2d(x, w, b, stride=U, padding=P, groups=G, output_shift=6, relu=relu,
+                          ifmap_rlc=ifmap_rlc)
+    L = LayerShape(N, C, H, H, M, R, R, U, P, G)
+    pred = predict_layer(cfg, L, dram=dram, ifmap=x, ofmap=y, relu=relu, bias=bias,
+                         ifmap_rlc=ifmap_rlc)
+    return stats, pred
+
+
+def _check(stats, pred, *, cycle_tol=CYCLE_TOL, dram_read_tol=0.0):
+    c = stats.counters
+    err = (pred.cycles - c["cycles"]) / c["cycles"]
+    assert abs(err) <= cycle_tol, (
+        f"cycles: model {pred.cycles} vs RTL {c['cycles']} ({err:+.1%})\n"
+        f"pass {pred.counts['pass_cycles']} vs {c['pass_cycles']}, busy "
+        f"{pred.counts['busy_cycles']} vs {c['busy_cycles']}")
+    for k in EXACT:
+        assert pred.counts[k] == c[k], f"{k}: model {pred.counts[k]} vs RTL {c[k]}"
+    dr = pred.counts["dram_reads"]
+    assert abs(dr - c["dram_reads"]) <= dram_read_tol * c["dram_reads"] + 0, (
+        f"dram_reads: model {dr} vs RTL {c['dram_reads']}")
+    return err
+
+
+#: (preset, layer args, options): stride 1/2, R=S 1/3/5, several passes, folding, groups,
+#: N=2, ReLU + RLC ofmaps, sparse ifmaps (zero gating), RLC ifmaps, Eyeriss's DRAM link.
+TINY_CASES = [
+    ("s1_r3_pad", (1, 3, 8, 8, 3, 1, 1), {}),
+    ("s2_r3_fold", (1, 2, 9, 4, 3, 2, 1), {"bias": True}),
+    ("r1_passes", (1, 8, 6, 6, 1), {}),
+    ("r5_fold_passes", (1, 4, 10, 4, 5, 1, 2), {"relu": True}),
+    ("n2_sparse_relu_rlc", (2, 3, 8, 8, 3, 1, 1), {"zeros": 0.6, "relu": True,
+                                                    "bias": True}),
+    ("groups", (1, 4, 7, 4, 3, 1, 1, 2), {}),
+    ("eyeriss_dram", (1, 4, 8, 8, 3, 1, 1), {"dram": DramModel.eyeriss(), "relu": True}),
+    ("eyeriss_dram_rlc_in", (1, 4, 8, 6, 3, 1, 1), {"dram": DramModel.eyeriss(),
+                                                     "zeros": 0.5, "ifmap_rlc": True,
+                                                     "relu": True}),
+]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name, args, opts", TINY_CASES, ids=[c[0] for c in TINY_CASES])
+def test_model_matches_rtl_tiny(name, args, opts):
+    stats, pred = _run_and_predict(TINY, *args, **opts)
+    tol = 0.02 if opts.get("ifmap_rlc") else 0.0
+    _check(stats, pred, dram_read_tol=tol)
+
+
+SMALL_CASES = [
+    ("s1_r3_relu_rlc", (1, 8, 12, 16, 3, 1, 1), {"relu": True, "bias": True}),
+    ("s2_r5_eyeriss_dram", (1, 4, 15, 8, 5, 2, 2), {"dram": DramModel.eyeriss()}),
+    ("sparse_n2_passes", (2, 16, 8, 24, 3, 1, 1), {"zeros": 0.5, "relu": True}),
+]
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name, args, opts", SMALL_CASES, ids=[c[0] for c in SMALL_CASES])
+def test_model_matches_rtl_small(name, args, opts):
+    stats, pred = _run_and_predict(SMALL, *args, **opts)
+    _check(stats, pred)
+
+
+@pytest.mark.verilator
+def test_ci_utilization_regression_small():
+    """CI regression check (performance issue): a CONV3-like layer with C and M reduced
+    runs on ``small``; the RTL's utilization must match the model's within 5%, so a
+    hardware or compiler change that costs cycles shows up as a model/RTL mismatch."""
+    stats, pred = _run_and_predict(SMALL, 1, 16, 13, 24, 3, 1, 1, relu=True, bias=True,
+                                   zeros=0.3, seed=3)
+    util_rtl = stats.utilization
+    assert abs(pred.utilization - util_rtl) <= 0.05 * util_rtl, (
+        f"utilization: model {pred.utilization:.3f} vs RTL {util_rtl:.3f}")
+    _check(stats, pred)
+
+
+def test_schedule_comes_from_wait_masks():
+    """The model follows each command's wait mask: relaxing the masks (as a compiler that
+    double-buffers would) lets LOAD run under PASS, and the prediction drops, but never
+    below the busiest engine's own time."""
+    from hw.layouts import CMD_HEADER, Engine, Opcode, WaitMask
+    from sw_driver.compiler import (DramAllocator, PlaneStore, cmd_words, compile_layer)
+    from sw_driver.perfmodel import predict_program
+    from amaranth.lib import data
+
+    L = LayerShape(1, 8, 10, 10, 16, 3, 3, 1, 1)
+    mp = predict_layer(TINY, L).mappings[0]
+
+    def program(relax):
+        dram = DramAllocator(base=16)
+        x = PlaneStore.allocate(dram, L.N, L.C, L.H, L.W, rlc=False)
+        y = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=False)
+        prog = compile_layer(mp, dram, weights=np.zeros((L.M, L.C, L.R, L.S)), bias=None,
+                             ifmap=x, ofmap=y)
+        words = list(prog.commands) + cmd_words(Opcode.END)
+        if relax:
+            i = 0
+            mask = (1 << CMD_HEADER.size) - 1
+            while i < len(words):
+                h = data.Const(CMD_HEADER, words[i] & mask)
+                n = int(h.n_words)
+                if h.opcode == Opcode.RUN:
+                    wait = {Engine.LOAD: WaitMask(0), Engine.PASS: WaitMask.LOAD,
+                            Engine.STORE: WaitMask.PASS}[h.engine]
+                    words[i] = cmd_words(h.opcode, h.engine, [0] * n, wait)[0]
+                i += 1 + n
+        addr = dram.alloc(len(words))
+        return predict_program(TINY, words, addr, tensors=[(x, None), (y, None)],
+                               mappings=[mp])
+
+    serial, overlapped = program(False), program(True)
+    assert overlapped.cycles < serial.cycles
+    assert overlapped.cycles >= serial.counts["pass_cycles"]
+    assert any("+" in k for k in overlapped.phases)       # engines ran concurrently
+    for k in ("macs", "glb_reads", "glb_writes", "dram_writes"):
+        assert overlapped.counts[k] == serial.counts[k]
