@@ -100,18 +100,11 @@ def synthetic_layer(layer: BenchLayer, N: int, seed: int = 0):
     return x, w.astype(np.int16), bias
 
 
-def _predict(config, shape, dram, zero_fraction):
-    """The analytical model's cycles for one layer, or None if it is not available."""
-    try:
-        from sw_driver import perfmodel
-    except ImportError:
-        return None
-    try:
-        p = perfmodel.predict_layer(config, shape, dram=dram,
-                                    ifmap_zero_fraction=zero_fraction, relu=True)
-    except ValueError:
-        return None
-    return p
+def _predict(config, shape, dram, mapping, x, y, ifmap_rlc, ofmap_rlc):
+    """The analytical model (``sw_driver.perfmodel``) for one layer on the real data."""
+    from sw_driver.perfmodel import predict_layer
+    return predict_layer(config, shape, dram=dram, ifmap=x, ofmap=y, ifmap_rlc=ifmap_rlc,
+                         ofmap_rlc=ofmap_rlc, relu=True, bias=True, mapping=mapping)
 
 
 def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
@@ -168,34 +161,41 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
                "eyeriss_cycles": layer.eyeriss_cycles * batch / EYERISS_BATCH,
                "ifmap_zero_fraction": layer.zero_fraction}
         try:
-            mapping = map_layer(shape, config)
+            mapping = map_layer(shape, config, dram_rate=dram_model.rate_num /
+                                dram_model.rate_den)
         except ValueError as e:
             row["status"] = "not mappable"
             row["reason"] = str(e)
             rows.append(row)
             bar.write(f"{layer.name}: not mappable on {preset_name}: {e}")
             continue
-        pred = _predict(config, shape, dram_model, layer.zero_fraction)
-        row["model_cycles"] = getattr(pred, "cycles", None)
-        row["mapping"] = mapping.explain().splitlines()[0] if hasattr(mapping, "explain") \
-            else ""
-        if model_only:
-            row["status"] = "model only"
-            rows.append(row)
-            continue
         x, w, bias = synthetic_layer(layer, batch, seed)
         kw = dict(stride=layer.U, padding=layer.padding, groups=layer.groups,
                   product_shift=FRAC_BITS, output_shift=0, relu=True)
+        ref = conv2d(x, w, bias, psum_width=config.psum_width,
+                     data_width=config.data_width, **kw)
+        ifmap_rlc = layer.zero_fraction > 0 and config.rlc
+        pred = _predict(config, shape, dram_model, mapping, x, ref, ifmap_rlc, config.rlc)
+        row.update({"model_cycles": pred.cycles,
+                    "model_dram_words": pred.counts["dram_reads"] + pred.counts["dram_writes"],
+                    "model_counts": dict(pred.counts),
+                    "passes": mapping.n_passes, "active_pes": mapping.active_pes,
+                    "mapping": f"p={mapping.p} q={mapping.q} e={mapping.e} "
+                               f"r_sets={mapping.r_sets} t_sets={mapping.t_sets} "
+                               f"nb={mapping.nb} buffers={mapping.buffers}"})
+        if model_only:
+            row["status"] = "model only"
+            row["of_ideal"] = row["ideal_cycles"] / pred.cycles
+            row["speedup_vs_eyeriss"] = row["eyeriss_cycles"] / pred.cycles
+            rows.append(row)
+            continue
         if acc.target._built is None:
             t0 = time.perf_counter()
             echo(f"building the Verilator model of preset {preset_name} (cached per config; "
                  f"the 12x14 array takes about 20 minutes the first time)...")
             acc.target.build()
             echo(f"  ready in {time.perf_counter() - t0:.0f} s")
-        ifmap_rlc = layer.zero_fraction > 0 and config.rlc
         y, stats = acc.conv2d(x, w, bias, ifmap_rlc=ifmap_rlc, ofmap_rlc=config.rlc, **kw)
-        ref = conv2d(x, w, bias, psum_width=config.psum_width,
-                     data_width=config.data_width, **kw)
         if not np.array_equal(y, ref):
             bad = int(np.count_nonzero(y != ref))
             raise AcceleratorError(f"{layer.name}: ofmap differs from the golden model in "
@@ -272,9 +272,9 @@ def write_outputs(rows, out_dir: Path, meta: dict):
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = []
     for r in rows:
-        keys += [k for k in r if k not in keys]
+        keys += [k for k, v in r.items() if k not in keys and not isinstance(v, dict)]
     with open(out_dir / "bench.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=keys)
+        wr = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         wr.writeheader()
         wr.writerows(rows)
     (out_dir / "bench.json").write_text(json.dumps({"meta": meta, "layers": rows}, indent=2,

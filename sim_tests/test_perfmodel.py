@@ -250,7 +250,8 @@ def test_schedule_comes_from_wait_masks():
     from amaranth.lib import data
 
     L = LayerShape(1, 8, 10, 10, 16, 3, 3, 1, 1)
-    mp = predict_layer(TINY, L).mappings[0]
+    from sw_driver.mapper import map_layer
+    mp = map_layer(L, TINY, buffers=(1,))          # single-buffered: the serial schedule
 
     def program(relax):
         dram = DramAllocator(base=16)

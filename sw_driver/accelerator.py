@@ -95,9 +95,12 @@ class Accelerator:
     """
 
     def __init__(self, config: AcceleratorConfig, target: str = "verilator", *,
-                 dram: DramModel = DramModel(), **target_args):
+                 dram: DramModel = DramModel(), buffers=(1, 2), **target_args):
         self.config = config
         self.dram_model = dram
+        #: GLB buffering the mapper may choose: 1 = serial load/compute/store, 2 = double
+        #: buffered, overlapped (``sw_driver.mapper.map_layer``).
+        self.buffers = tuple(buffers)
         if target == "verilator":
             self.target = VerilatorTarget(config, **target_args)
         elif target == "pysim":
@@ -114,7 +117,9 @@ class Accelerator:
         M, Cg, R, S = w_shape
         if Cg * groups != C:
             raise ValueError(f"filter channels {Cg} x groups {groups} != ifmap channels {C}")
-        return map_layer(LayerShape(N, C, H, W, M, R, S, stride, padding, groups), self.config)
+        return map_layer(LayerShape(N, C, H, W, M, R, S, stride, padding, groups), self.config,
+                         dram_rate=self.dram_model.rate_num / self.dram_model.rate_den,
+                         buffers=self.buffers)
 
     def conv2d(self, x, w, bias=None, *, stride=1, padding=0, groups=1, product_shift=0,
                output_shift=0, relu=False, ifmap_rlc=False, ofmap_rlc="auto", **run_args):

@@ -173,13 +173,16 @@ class Mapping:
                 * self.n_rchunks)
 
     def pass_cycles(self, nbn=None) -> int:
-        """Predicted cycles of one pass: filter load over the 1-word/cycle filter GIN plus
-        the PE compute of ``n_rows*F`` windows of ``p*q*S`` MACs."""
+        """Predicted cycles of one pass: filter load over the 1-value/cycle filter GIN plus
+        ``n_rows*F`` windows, each the longer of the PE work (``p*q*S`` MACs) and the GON
+        draining the window's ``p*e*t_sets`` psums at 1 psum/cycle (the GON is shared by
+        all columns; ``sw_driver.perfmodel`` models it exactly)."""
         L = self.layer
         nbn = self.nb if nbn is None else nbn
         n_tags = self.r_sets * self.t_sets * self.Rc
         load = n_tags * self.p * self.q * L.S
-        compute = nbn * self.n_fold * L.F * self.p * self.q * L.S
+        window = self.p * max(self.q * L.S, self.e * self.t_sets)
+        compute = nbn * self.n_fold * L.F * window
         return load + compute
 
     def predicted_cycles(self) -> int:
@@ -285,7 +288,7 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers
 
 
 def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
-              buffers=(1,)) -> Mapping:
+              buffers=(1, 2)) -> Mapping:
     """Choose a row-stationary mapping of ``layer`` on ``config``.
 
     Candidates with single and double-buffered GLB regions (``buffers``) are weighed by

@@ -1354,7 +1354,7 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
         if Cg * layer.groups != C:
             raise ValueError(f"filter channels {Cg} x groups {layer.groups} != ifmap channels {C}")
         L = LayerShape(N, C, H, W, M, R, S, layer.stride, layer.padding, layer.groups)
-        mp = mappings[li] if mappings else map_layer(L, cfg)
+        mp = mappings[li] if mappings else map_layer(L, cfg, dram_rate=dram.rate_num / dram.rate_den)
         mps.append(mp)
         rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
         out = PlaneStore.allocate(dram_alloc, L.N, L.M, L.E, L.F, rlc=rlc,
