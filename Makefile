@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo verilog lint clean
+.PHONY: install test test-all demo verilog lint fpga clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 verilog: $(STAMP)
 	$(BIN)/accelgen verilog --preset eyeriss -o out/
+
+# ULX3S-85F bitstream and resource/timing report with the PyPI (YoWASP) toolchain;
+# takes tens of minutes. Output: build/fpga/ulx3s-85f/{ulx3s_85f.bit,report.txt,report.json}
+fpga: $(STAMP)
+	$(BIN)/accelgen fpga --board ulx3s-85f --build -o build/fpga/ulx3s-85f
 
 clean:
 	rm -rf out build sim_build .pytest_cache
