@@ -86,7 +86,8 @@ EYERISS_BYTES_PER_MAC = 15.4e6 / (4 * 665.8e6)
 
 def synthetic_layer(layer: BenchLayer, N: int, seed: int = 0):
     """Seeded ifmap (N, C, H, W) int16 with ``layer.zero_fraction`` zeros, He-scaled Q8.8
-    weights (M, C/groups, R, S), and bias (M,) in accumulator units."""
+    weights (M, C/groups, R, S), and bias (M,) in accumulator units (centred so that about
+    half the ReLU'd outputs are zero)."""
     rng = np.random.default_rng(seed)
     x = np.abs(rng.normal(0.0, 1.0, (N, layer.C, layer.H, layer.W))) * (1 << FRAC_BITS)
     x = np.minimum(x, 32767).astype(np.int16)
@@ -96,7 +97,11 @@ def synthetic_layer(layer: BenchLayer, N: int, seed: int = 0):
     sigma = (1 << FRAC_BITS) * math.sqrt(2.0 / fan_in)
     w = np.clip(np.rint(rng.normal(0.0, sigma, (layer.M, layer.C // layer.groups,
                                                  layer.R, layer.S))), -32768, 32767)
-    bias = rng.integers(-64, 64, layer.M)
+    # Flooring each product (``>> product_shift``, DESIGN.md section 2) loses 0.5 on
+    # average per non-zero product; the bias gives it back, so that the ReLU'd ofmap is about
+    # half zeros as with trained weights rather than almost all zeros.
+    floor_loss = fan_in * (1.0 - layer.zero_fraction) / 2
+    bias = rng.integers(-64, 64, layer.M) + int(round(floor_loss))
     return x, w.astype(np.int16), bias
 
 
@@ -302,8 +307,12 @@ def plot(rows, path: Path, meta: dict):
                label=label, color=color)
     ax.set_xticks(np.arange(len(rows)), names)
     ax.set_ylabel("cycles (millions)")
-    ax.set_title(f"{meta.get('network', '')}, batch {meta.get('batch')}, preset "
-                 f"{meta.get('preset')}, DRAM {meta.get('dram')}")
+    title = (f"{meta.get('network', '')}, batch {meta.get('batch')}, preset "
+             f"{meta.get('preset')}, DRAM {meta.get('dram')}")
+    if meta.get("scale_c", 1) != 1 or meta.get("scale_m", 1) != 1:
+        title += (f"\nC/{meta['scale_c']}, M/{meta['scale_m']}: Eyeriss bars scaled by MACs "
+                  "(not a fair comparison)")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -1,0 +1,54 @@
+"""``accelgen bench``: the AlexNet table, its files, and RTL against the analytical model."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gen.bench import ALEXNET, run_bench, synthetic_layer
+from gen.cli import main
+
+
+def test_alexnet_table_matches_benchmarks_md():
+    """Shapes and MACs per image of grouped AlexNet (BENCHMARKS.md table)."""
+    macs = {l.name: l.macs_per_image() for l in ALEXNET}
+    assert macs["conv1"] == 96 * 55 * 55 * 3 * 11 * 11            # 105.4 M
+    assert macs["conv2"] == 256 * 27 * 27 * 48 * 5 * 5             # 223.9 M
+    assert round(sum(macs.values()) / 1e6, 1) == 665.8
+    assert sum(l.eyeriss_cycles for l in ALEXNET) == pytest.approx(23.06e6)
+
+
+def test_synthetic_data_zero_fraction_and_seed():
+    layer = ALEXNET[4]
+    x, w, b = synthetic_layer(layer, 1, seed=3)
+    assert x.shape == (1, 384, 13, 13) and w.shape == (256, 192, 3, 3) and b.shape == (256,)
+    assert abs(np.mean(x == 0) - layer.zero_fraction) < 0.01
+    x2, w2, _ = synthetic_layer(layer, 1, seed=3)
+    assert np.array_equal(x, x2) and np.array_equal(w, w2)
+
+
+def test_bench_small_preset_rtl_matches_model_and_writes_files(tmp_path):
+    """One reduced layer on the small preset: bit-exact (run_bench raises otherwise), the
+    RTL cycles within 5% of the analytical model, and CSV/JSON/PNG written."""
+    res = CliRunner().invoke(main, ["bench", "alexnet", "--layers", "conv5", "--batch", "1",
+                                    "--preset", "small", "--scale-c", "16", "--scale-m", "16",
+                                    "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    (row,) = data["layers"]
+    assert row["status"] == "bit-exact"
+    assert row["C"] == 24 and row["M"] == 16
+    assert abs(row["model_cycles"] / row["cycles"] - 1) <= 0.05
+    assert row["utilization"] == pytest.approx(row["macs"] / (row["cycles"] * 64))
+    assert (tmp_path / "bench.png").stat().st_size > 10_000
+    assert "conv5" in (tmp_path / "bench.csv").read_text()
+    assert "bit-exact" in res.output
+
+
+def test_bench_rejects_unknown_layers_and_reports_unmappable():
+    res = CliRunner().invoke(main, ["bench", "alexnet", "--layers", "conv9", "--model-only"])
+    assert res.exit_code != 0 and "conv9" in res.output
+    rows = run_bench("alexnet", layers=["conv1"], batch=1, preset_name="tiny",
+                     model_only=True, progress=False, echo=lambda *a: None)
+    assert rows[0]["status"] == "not mappable" and "GLB" in rows[0]["reason"]
