@@ -212,6 +212,9 @@ def _ulx3s_85f():
         # PWR button (BTN0, active low on the board; the resource inverts it).
         reset_button=("button_pwr", 0), max_leds=8,
         programmer_board="ulx3s", bitstream_ext=".bit",
+        # router1 (nextpnr's default) stalled on the 8x8 board top at ~313,000 overused
+        # wires after 40 minutes; router2 went to 47,500 in 5 iterations (README, FPGA).
+        nextpnr_opts=("--router", "router2"),
         description="Radiona ULX3S, Lattice ECP5 LFE5U-85F (84K LUT4, 208 DP16KD, "
                     "156 MULT18X18D), 25 MHz oscillator, FT231X USB serial")
 
