@@ -144,6 +144,7 @@ class PreparedBuild:
     seconds: float
     leds: int
     files: list = field(default_factory=list)
+    overrides: list = field(default_factory=list)   # "key=value" against the preset
 
     @property
     def bitstream(self) -> Path:
@@ -159,6 +160,7 @@ class PreparedBuild:
         return {
             "board": b.name, "family": b.family, "device": self.device,
             "package": self.package, "design": self.name, "preset": self.preset,
+            "overrides": list(self.overrides),
             "config": self.config.to_dict(), "config_hash": self.config.config_hash(),
             "dram_aw": self.dram_aw, "dram_bytes": 8 << self.dram_aw, "baud": b.baud,
             "clock": {"input_mhz": b.clk_in_hz / 1e6, "target_mhz": self.clk_hz / 1e6,
@@ -183,12 +185,14 @@ def _build_sh(prep: PreparedBuild) -> str:
 
 def prepare(board: Board, config: AcceleratorConfig, out_dir, *, preset: str | None = None,
             dram_aw: int | None = None, clk_hz: float | None = None,
-            seed: int = 1) -> PreparedBuild:
+            seed: int = 1, nextpnr_opts=()) -> PreparedBuild:
     """Elaborate :class:`fpga.board_top.BoardTop` and write the build tree into ``out_dir``.
 
     Writes Amaranth's files (``<name>.il``, ``<name>.ys``, ``<name>.lpf`` or ``.pcf``,
     ``build_<name>.sh/.json/.bat``), ``build.sh`` (the same with the YoWASP tools) and
     ``manifest.json`` (board, configuration, clocks, commands). Runs no tool.
+    ``nextpnr_opts`` are added to the board's nextpnr options; the flow always adds
+    ``--seed``, ``--report nextpnr_report.json`` and ``--timing-allow-fail``.
 
     Raises
     ------
@@ -202,16 +206,17 @@ def prepare(board: Board, config: AcceleratorConfig, out_dir, *, preset: str | N
     top = BoardTop(board, config, dram_aw=dram_aw, clk_freq_hz=clk_hz)
     platform = board.make_platform()
     name = board.ident
-    nextpnr_opts = [*board.nextpnr_opts, "--seed", str(seed), "--report", NEXTPNR_REPORT,
-                    "--timing-allow-fail"]
-    plan = platform.build(top, name=name, do_build=False, nextpnr_opts=nextpnr_opts,
+    pnr_opts = [*board.nextpnr_opts, *nextpnr_opts, "--seed", str(seed),
+                "--report", NEXTPNR_REPORT, "--timing-allow-fail"]
+    plan = platform.build(top, name=name, do_build=False, nextpnr_opts=pnr_opts,
                           synth_opts=list(board.synth_opts))
     plan.extract(out)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
     prep = PreparedBuild(board=board, config=config, preset=preset, out_dir=out, name=name,
                          dram_aw=top.dram_aw, clk_hz=top.clk_freq_hz, pll=top.pll,
                          device=platform.device, package=platform.package, commands=commands,
-                         seconds=0.0, leds=top.leds_mapped, files=sorted(plan.files))
+                         seconds=0.0, leds=top.leds_mapped, files=sorted(plan.files),
+                         overrides=_overrides(config, preset))
     script = out / "build.sh"
     script.write_text(_build_sh(prep))
     script.chmod(0o755)
@@ -240,7 +245,8 @@ def load_prepared(out_dir) -> PreparedBuild:
         preset=m["preset"], out_dir=out, name=m["design"], dram_aw=m["dram_aw"],
         clk_hz=round(m["clock"]["target_mhz"] * 1e6), pll=EcpPll(**pll) if pll else None,
         device=m["device"], package=m["package"], commands=m["commands"],
-        seconds=m.get("prepare_seconds", 0.0), leds=m["leds_mapped"], files=m["files"])
+        seconds=m.get("prepare_seconds", 0.0), leds=m["leds_mapped"], files=m["files"],
+        overrides=m.get("overrides", []))
 
 
 def steps_from_products(prep: PreparedBuild) -> list[dict]:
@@ -565,14 +571,19 @@ def make_report(prep: PreparedBuild, steps: list[dict], *, tools: dict | None = 
         fmax.append({"clock": clock, "achieved_mhz": round(achieved, 2),
                      "constraint_mhz": round(constraint, 2), "met": achieved >= constraint})
     rep["fmax"] = fmax
+    # nextpnr logs an Fmax estimate after placement: all there is when routing did not end.
+    rep["fmax_estimate"] = [] if pnr_ok else [
+        {"clock": clock, "achieved_mhz": round(a, 2), "constraint_mhz": round(c, 2),
+         "met": a >= c} for clock, (a, c) in sorted(log["fmax"].items())]
     rep["target_mhz"] = target
-    # The core clock is the one constrained to the target; report it first.
+    # The core clock is the one constrained to the target.
     core = [f for f in fmax if abs(f["constraint_mhz"] - target) < 0.01 * target]
     rep["core_clock"] = core[0] if core else None
     rep["timing_met"] = bool(fmax) and all(f["met"] for f in fmax)
     rep["critical_paths"] = nr["critical_paths"]
     rep["errors"] = list(log["errors"])
-    rep["warnings"] = list(log["warnings"])
+    rep["warning_count"] = len(log["warnings"])
+    rep["warnings"] = log["warnings"][:50]
     failed = [s for s in steps if s["returncode"] != 0]
     rep["failed_output"] = []
     if failed and failed[0].get("stopped"):
@@ -609,13 +620,27 @@ def make_report(prep: PreparedBuild, steps: list[dict], *, tools: dict | None = 
     return rep
 
 
+def _overrides(config: AcceleratorConfig, preset: str | None) -> list[str]:
+    """``key=value`` for each parameter of ``config`` that differs from the preset."""
+    base = PRESETS.get(preset)
+    if base is None:
+        return []
+    ref = base.to_dict()
+    return [f"{k}={v}" for k, v in config.to_dict().items() if ref.get(k) != v]
+
+
+def _overrides_text(rep: dict) -> str:
+    return (" with " + ", ".join(rep["overrides"])) if rep.get("overrides") else ""
+
+
 def format_report(rep: dict) -> str:
     """The report as text (what ``report.txt`` holds)."""
     c = rep["clock"]
     lines = [f"accelgen fpga report: {rep['board']} ({rep['device']} {rep['package']}), "
              f"status: {rep['status']}",
-             f"configuration: preset {rep['preset']} ({rep['config']['pe_rows']}x"
-             f"{rep['config']['pe_cols']} PEs), config hash {rep['config_hash']}",
+             f"configuration: preset {rep['preset']}{_overrides_text(rep)} "
+             f"({rep['config']['pe_rows']}x{rep['config']['pe_cols']} PEs), "
+             f"config hash {rep['config_hash']}",
              f"DRAM: 2**{rep['dram_aw']} x 64-bit words ({rep['dram_bytes'] // 1024} KiB), "
              f"UART {rep['baud']} baud, {rep['leds_mapped']} LEDs",
              f"clock: {c['input_mhz']:g} MHz in -> {c['target_mhz']:g} MHz core"
@@ -640,6 +665,9 @@ def format_report(rep: dict) -> str:
                          "target")
     else:
         lines.append("Fmax: not available (place and route did not complete)")
+        for f in rep.get("fmax_estimate", []):
+            lines.append(f"  nextpnr's last estimate for {f['clock']}: {f['achieved_mhz']:.2f} "
+                         f"MHz against {f['constraint_mhz']:.2f} MHz")
     worst = [p for p in rep["critical_paths"] if p["from"] == p["to"]]
     if worst:
         p = max(worst, key=lambda p: p["delay_ns"])
@@ -708,6 +736,9 @@ def _raise_interrupt(signum, frame):
 @click.option("--clk-mhz", type=float, default=None,
               help="Core clock in MHz (ECP5 boards: PLL output) [default: the board's].")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placer seed.")
+@click.option("--nextpnr-opt", "nextpnr_extra", multiple=True, metavar="OPT",
+              help="Extra nextpnr option (repeatable), e.g. --nextpnr-opt=--router "
+                   "--nextpnr-opt=router2.")
 @click.option("--build/--no-build", default=False, show_default=True,
               help="Run synthesis, place-and-route and packing (tens of minutes for the "
                    "fpga preset); without it only the build tree is written.")
@@ -721,8 +752,8 @@ def _raise_interrupt(signum, frame):
                    "already in DIR (e.g. after running DIR/build.sh by hand).")
 @click.option("-o", "--output", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Build directory [default: build/fpga/<board>].")
-def fpga(board_name, preset_name, overrides, dram_aw, clk_mhz, seed, build, program,
-         allow_timing_fail, report_only, out_dir):
+def fpga(board_name, preset_name, overrides, dram_aw, clk_mhz, seed, nextpnr_extra, build,
+         program, allow_timing_fail, report_only, out_dir):
     """Build the accelerator for an FPGA board: bitstream plus resource and timing report.
 
     Writes the Amaranth build tree (RTLIL, Yosys script, LPF/PCF constraints, build
@@ -775,7 +806,7 @@ def fpga(board_name, preset_name, overrides, dram_aw, clk_mhz, seed, build, prog
                f"{config.glb_bytes // 1024} KiB; elaborating ...")
     try:
         prep = prepare(board, config, out, preset=preset_name, dram_aw=dram_aw, clk_hz=clk_hz,
-                       seed=seed)
+                       seed=seed, nextpnr_opts=nextpnr_extra)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     click.echo(f"build tree in {out}/ ({prep.seconds:.1f} s): {prep.name}.il, "

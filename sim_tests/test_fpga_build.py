@@ -137,7 +137,9 @@ def test_ulx3s_build_tree_fpga_preset(tmp_path):
 
 def test_icebreaker_build_tree(tmp_path):
     ice = board("icebreaker")
-    prep = prepare(ice, preset("tiny"), tmp_path, preset="tiny", dram_aw=8)
+    prep = prepare(ice, preset("tiny").replace(relu=False), tmp_path, preset="tiny",
+                   dram_aw=8)
+    assert prep.overrides == ["relu=False"]
     pcf = _check_tree(prep, {"yosys": "YOSYS", "nextpnr-ice40": "NEXTPNR_ICE40",
                              "icepack": "ICEPACK"})
     assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf
@@ -169,11 +171,17 @@ def test_cli_unknown_board_and_preset():
 
 def test_cli_prepares_without_building(tmp_path):
     res = CliRunner().invoke(main, ["fpga", "--board", "icebreaker", "--dram-aw", "8",
-                                    "-o", str(tmp_path)])
+                                    "--seed", "7", "--nextpnr-opt=--router",
+                                    "--nextpnr-opt=router2", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "build.sh" in res.output
+    assert "build.sh" in res.output and "--report-only" in res.output
     assert (tmp_path / "icebreaker.pcf").exists()
     assert not (tmp_path / "icebreaker.bin").exists()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["dram_aw"] == 8 and manifest["preset"] == "tiny"
+    assert manifest["overrides"] == []
+    pnr = " ".join(manifest["commands"][1])
+    assert "--router router2" in pnr and "--seed 7" in pnr
 
 
 def test_cli_clock_not_reachable(tmp_path):
