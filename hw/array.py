@@ -195,7 +195,7 @@ class PEArray(wiring.Component):
     cycle; GIN input -> PE 1 cycle; tail ``psum_out`` -> ``gon`` 1 cycle.
     """
 
-    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 5):
+    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 7):
         self._config = config
         self._out_fifo_depth = out_fifo_depth
         dw, pw, n = config.data_width, config.psum_width, config.num_pes

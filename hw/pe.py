@@ -138,11 +138,14 @@ class ProcessingElement(wiring.Component):
     ifmap value ``v = w*q + qi`` of the row at slot ``v mod (q*S)``) and psum (``p`` accumulators).
     Within an output window ``f`` the loop order is that of Eyeriss: ``for s: for qi:`` read
     ``x`` once, then ``for pi:`` ``acc[pi] (+)= (w*x) >> product_shift`` - so the filter address
-    just counts ``0..p*q*S-1`` per window. Pipeline: fetch (ifmap spad read) -> issue (filter and
-    psum spad reads) -> execute (multiply, shift, add; write back to the psum spad, or on the
-    last (s, qi) iteration push into the output FIFO) -> join (FIFO head + psum_in head) ->
-    2-entry output register. The psum read port is transparent for its write port, so ``p = 1``
-    sustains one MAC per cycle.
+    just counts ``0..p*q*S-1`` per window. Pipeline: fetch (ifmap spad read) -> issue (filter
+    spad read) -> E1 (multiply into a product register; psum spad read) -> E2 (shift, add;
+    write back to the psum spad, or on the last (s, qi) iteration push into the output FIFO)
+    -> join (FIFO head + psum_in head) -> 2-entry output register. The psum read port is
+    transparent for its write port and reads one cycle before E2, so ``p = 1`` sustains one
+    MAC per cycle. Multiply and accumulate are separate stages so that neither the filter
+    spad's block-RAM output nor the multiplier is on the adder's path (one PE on an ECP5-85F,
+    speed 6: 44.8 MHz with one execute stage, see the README's FPGA section).
 
     The ifmap spad is refilled while computing: with ``k = s*q + qi`` the position of the next
     read in window ``f``, value ``v`` may be written iff ``v < (f*U + S)*q + min(k', U*q)``,
@@ -163,7 +166,7 @@ class ProcessingElement(wiring.Component):
     One MAC per cycle sustained for any ``p >= 1`` with dense data and no stalls. A run takes
     ``p*q*S*F*n_rows`` MAC cycles, plus ``p*q*S`` filter-load cycles when ``load_filter``
     (ifmap loading overlaps it), plus 2 fill cycles (start -> ifmap write -> spad read; hidden
-    behind a filter load) and 4 drain cycles (last MAC -> execute -> output FIFO (2) -> output
+    behind a filter load) and 5 drain cycles (last MAC -> E1 -> E2 -> output FIFO (2) -> output
     register; ``busy`` falls after its transfer), plus at most about 2 cycles per row when
     ``p`` is small (measured: 6-7 cycles in total without a filter load, 4 with one). With ``U > S`` the ``U*q`` input values per window
     (1/cycle) may exceed the ``p*q*S`` compute cycles and become the bound.
@@ -171,7 +174,7 @@ class ProcessingElement(wiring.Component):
     Constraints: see :class:`PEConfig` (assumed, not checked).
     """
 
-    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 5):
+    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 7):
         if out_fifo_depth < 2:
             raise ValueError(f"out_fifo_depth must be at least 2, got {out_fifo_depth}")
         self._config = config
@@ -251,13 +254,20 @@ class ProcessingElement(wiring.Component):
         x_consume = Signal()
         last_pi = Signal()
 
-        # ---- execute stage registers --------------------------------------------------
+        # ---- multiply stage (E1) registers -----------------------------------------------
         e_valid = Signal(name="e_valid")
         e_pi = Signal(range(pdepth), name="e_pi")
         e_first = Signal(name="e_first")
         e_last = Signal(name="e_last")
         e_gate = Signal(name="e_gate")
         e_x = Signal(signed(dw), name="e_x")
+        # ---- accumulate stage (E2) registers ---------------------------------------------
+        a_valid = Signal(name="a_valid")
+        a_pi = Signal(range(pdepth), name="a_pi")
+        a_first = Signal(name="a_first")
+        a_last = Signal(name="a_last")
+        a_gate = Signal(name="a_gate")
+        a_prod = Signal(signed(2 * dw), name="a_product")
 
         # ---- start ----------------------------------------------------------------------
         with m.If((state == _IDLE) & self.start):
@@ -327,37 +337,54 @@ class ProcessingElement(wiring.Component):
             m.d.sync += xv.eq(0)
 
         # ---- ifmap writer: a slot is refilled as soon as its value is dead ------------------
-        k_next = Signal(range(idepth + 1))
-        lim = Signal(range(uq_max + 1), name="wr_limit")
+        # write_ok = d < q*S + lim, lim = 0 in the last window of a row, U*q when the window
+        # advances this cycle, else min(k + fetch, U*q). Evaluated as comparisons of the
+        # dq = d - q*S (from registers) against k, k + 1 and U*q in parallel, with this cycle's
+        # fetch only selecting among them: the issue -> fetch path meets one multiplexer here
+        # instead of an adder and two comparators (ECP5 timing, README's FPGA section).
+        dq = Signal(d.shape(), name="d_minus_qs")
+        m.d.comb += dq.eq(d - qs)
         write_ok = Signal()
         wfire = Signal()
-        m.d.comb += k_next.eq(k + fetch)
+        below_k = dq < k
+        below_k1 = dq <= k
+        below_uq = dq < uq
         with m.If(f_last):
-            m.d.comb += lim.eq(0)                        # only this row's values
+            m.d.comb += write_ok.eq(fa & (dq < 0))      # only this row's values
         with m.Elif(fetch & k_last):
-            m.d.comb += lim.eq(uq)                       # window advances this cycle
+            m.d.comb += write_ok.eq(fa & below_uq)      # window advances this cycle
         with m.Else():
-            m.d.comb += lim.eq(Mux(k_next < uq, k_next, uq))
+            m.d.comb += write_ok.eq(fa & below_uq & Mux(fetch, below_k1, below_k))
         m.d.comb += [
-            write_ok.eq(fa & (d < qs + lim)),
             self.ifmap_in.ready.eq(write_ok),
             wfire.eq(write_ok & self.ifmap_in.valid),
             i_wr.addr.eq(ld_slot),
             i_wr.data.eq(self.ifmap_in.payload),
             i_wr.en.eq(wfire),
         ]
+        d_base = Signal(d.shape(), name="d_base")
+        m.d.comb += [
+            d_base.eq(Mux(fetch & k_last, d - uq, d)),
+        ]
         with m.If(fetch & k_last & f_last):
             # Next row: no write can happen in this cycle (d == q*S in the last window).
             m.d.sync += [d.eq(0), ld_slot.eq(0)]
         with m.Else():
-            m.d.sync += d.eq(d + wfire - Mux(fetch & k_last, uq, 0))
+            m.d.sync += d.eq(d_base + wfire)
             with m.If(wfire):
                 m.d.sync += ld_slot.eq(Mux(ld_slot == qs_m1, 0, ld_slot + 1))
 
         # ---- issue: p MACs per x, or one skip cycle -----------------------------------------
         is_zero = x == 0
         e_push = e_valid & e_last
-        credit_ok = ~x_last | (ofifo.level + e_push < odepth - 1)
+        a_push = a_valid & a_last
+        # Output-FIFO credit, registered: a last-iteration MAC may issue when the FIFO level
+        # plus the pushes in flight (E1, E2, and the one issued in the previous cycle) leave a
+        # free entry. Computed one cycle early, it ignores that cycle's FIFO read, so it is
+        # conservative by at most one entry.
+        credit = Signal(name="credit")
+        credit_ok = ~x_last | credit
+        m.d.sync += credit.eq(ofifo.level + e_push + a_push + (issue & x_last) < odepth - 1)
         if c.zero_gating:
             m.d.comb += [
                 skip.eq(running & xv & is_zero & ~x_first & ~x_last),
@@ -368,8 +395,6 @@ class ProcessingElement(wiring.Component):
             x_consume.eq(skip | (issue & last_pi)),
             f_rd.addr.eq(faddr),
             f_rd.en.eq(issue & ~gate),
-            p_rd.addr.eq(pi),
-            p_rd.en.eq(issue & ~x_first),
             self.mac_fire.eq(issue & ~gate),
             self.mac_gated.eq(Mux(skip, p_m1 + 1, issue & gate)),
             self.stall.eq(((state == _LOAD) & ~self.filter_in.valid)
@@ -387,21 +412,37 @@ class ProcessingElement(wiring.Component):
         with m.If(skip):
             m.d.sync += faddr.eq(faddr + p_m1 + 1)
 
-        # ---- execute: acc (+)= (w * x) >> product_shift, wrapping at psum_width -------------
+        # ---- E1 (multiply): product register; the psum spad is read here, one cycle before
+        # its use, so that a p = 1 run reads the value E2 writes in the same cycle through
+        # the transparent read port. Splitting multiply and accumulate takes the filter-spad
+        # block RAM's clock-to-output and the MULT18X18D off the adder's path (ECP5: the
+        # unsplit path closed at 44.8 MHz for one PE, the FPGA target is 50 MHz).
         prod = Signal(signed(2 * dw), name="product")
+        m.d.comb += [
+            prod.eq(f_rd.data * e_x),
+            p_rd.addr.eq(e_pi),
+            p_rd.en.eq(e_valid & ~e_first),
+        ]
+        m.d.sync += a_valid.eq(e_valid)
+        with m.If(e_valid):
+            m.d.sync += [a_pi.eq(e_pi), a_first.eq(e_first), a_last.eq(e_last),
+                         a_gate.eq(e_gate)]
+            with m.If(~e_gate):
+                m.d.sync += a_prod.eq(prod)              # held (not toggled) when gated
+
+        # ---- E2 (accumulate): acc (+)= (w * x) >> product_shift, wrapping at psum_width ----
         term = Signal(signed(2 * dw), name="term")
         acc = Signal(signed(pw), name="acc_in")
         total = Signal(signed(pw), name="acc_out")
         m.d.comb += [
-            prod.eq(f_rd.data * e_x),
-            term.eq(Mux(e_gate, 0, prod >> shift)),
-            acc.eq(Mux(e_first, 0, p_rd.data)),
+            term.eq(Mux(a_gate, 0, a_prod >> shift)),
+            acc.eq(Mux(a_first, 0, p_rd.data)),
             total.eq(acc + term),                        # truncation = mod 2**psum_width
-            p_wr.addr.eq(e_pi),
+            p_wr.addr.eq(a_pi),
             p_wr.data.eq(total),
-            p_wr.en.eq(e_valid & ~e_last),
+            p_wr.en.eq(a_valid & ~a_last),
             ofifo.w_data.eq(total),
-            ofifo.w_en.eq(e_push),
+            ofifo.w_en.eq(a_push),
         ]
 
         # ---- join: psum_out = fifo head + psum_in head, 2-entry registered output ----------
@@ -432,7 +473,7 @@ class ProcessingElement(wiring.Component):
             m.d.sync += [sk_data.eq(jval), sk_valid.eq(1)]
 
         # ---- end of run -------------------------------------------------------------------
-        drained = (~fa & ~xv & ~e_valid & (ofifo.level == 0) & ~sk_valid
+        drained = (~fa & ~xv & ~e_valid & ~a_valid & (ofifo.level == 0) & ~sk_valid
                    & (~out_valid | self.psum_out.ready))
         with m.If(running & drained):
             m.d.sync += state.eq(_IDLE)
