@@ -301,8 +301,17 @@ class PEArray(wiring.Component):
 
         drop_f = gin("filter_gin", self.filter_gin, signed(dw), "filter_tag",
                      [pe.filter_in for pe in pes])
-        drop_i = gin("ifmap_gin", self.ifmap_gin, signed(dw), "ifmap_tag",
-                     [pe.ifmap_in for pe in pes])
+        # Ifmap GIN targets are per-PE 2-entry skid buffers: a PE's ifmap_in.ready comes out
+        # of its spad-refill logic (several levels deep), and the GIN's all-targets-ready AND
+        # over the whole array would chain every PE's refill logic into one path (on an
+        # ECP5 8x8 array the longest). The skid's ready is a flop; throughput stays 1/cycle.
+        ifmap_skid_in = [stream.Signature(signed(dw)).create(path=(f"ifmap_skid_in_{k}",))
+                         for k in range(n)]
+        for k, pe in enumerate(pes):
+            v, pl, take_k = _input_stage(m, f"ifmap_skid_{k}", ifmap_skid_in[k], signed(dw))
+            m.d.comb += [pe.ifmap_in.valid.eq(v), pe.ifmap_in.payload.eq(pl),
+                         take_k.eq(v & pe.ifmap_in.ready)]
+        drop_i = gin("ifmap_gin", self.ifmap_gin, signed(dw), "ifmap_tag", ifmap_skid_in)
         # psum GIN targets are per-PE proxies, muxed with the vertical links below.
         head_in = [stream.Signature(signed(pw)).create(path=(f"head_in_{k}",))
                    for k in range(n)]

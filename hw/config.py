@@ -144,10 +144,12 @@ PRESETS: dict[str, AcceleratorConfig] = {
                                glb_bank_words=512, glb_banks=16),
     # ULX3S ECP5-85F target: 8 x 8 PEs, Eyeriss-sized spads, GLB in block RAM, and 16-bit
     # psums as on the Eyeriss chip: with 32-bit psums the board top needs 88,099 LUT4s of
-    # the 85F's 83,640; with 16-bit psums 70,320 (84%) (accelgen fpga, README).
+    # the 85F's 83,640; with 16-bit psums 70,320 (84%) (accelgen fpga, README). The 64 KB
+    # GLB is 8 banks of 1024 words, not 16 of 512: the same 32 DP16KD, but the 4-read /
+    # 2-write port crossbar shrinks from 8,133 to 4,512 LUT4s (Yosys synth_ecp5).
     "fpga": AcceleratorConfig(pe_rows=8, pe_cols=8, psum_width=16, filter_spad_depth=224,
-                              ifmap_spad_depth=12, psum_spad_depth=24, glb_bank_words=512,
-                              glb_banks=16),
+                              ifmap_spad_depth=12, psum_spad_depth=24, glb_bank_words=1024,
+                              glb_banks=8),
     # The Eyeriss chip (JSSC 2017): 12 x 14 PEs, 108 KB GLB, 16-bit psums.
     "eyeriss": AcceleratorConfig(psum_width=16),
     # Eyeriss geometry with the more accurate 32-bit psums (DESIGN.md section 2).
