@@ -19,6 +19,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.config import AcceleratorConfig
+from hw.layouts import DRAM_ADDR_BITS, dram_write_layout
+from hw.skid import SkidBuffer
 from hw.top import Accelerator
 
 from .bram_dram import BramDram
@@ -163,8 +165,22 @@ class BoardCore(wiring.Component):
         wiring.connect(m, bridge.csr, acc.csr)
         wiring.connect(m, bridge.mem_rd, dram.host_rd)
         wiring.connect(m, bridge.mem_wr, dram.host_wr)
-        wiring.connect(m, acc.dram_rd, dram.acc_rd)
-        wiring.connect(m, acc.dram_wr, dram.acc_wr)
+        # The accelerator's DRAM requests reach 64 block RAMs spread over the die: both go
+        # through a register slice (reset with the accelerator). A read waits while a write
+        # sits in its slice, so a read issued after a write was accepted still sees it.
+        rd_slice = SkidBuffer(DRAM_ADDR_BITS)
+        wr_slice = SkidBuffer(dram_write_layout())
+        m.submodules.dram_rd_slice = ResetInserter({"sync": core_rst})(rd_slice)
+        m.submodules.dram_wr_slice = ResetInserter({"sync": core_rst})(wr_slice)
+        wiring.connect(m, acc.dram_rd.req, rd_slice.i)
+        wiring.connect(m, acc.dram_wr, wr_slice.i)
+        wiring.connect(m, wr_slice.o, dram.acc_wr)
+        m.d.comb += [
+            dram.acc_rd.req.payload.eq(rd_slice.o.payload),
+            dram.acc_rd.req.valid.eq(rd_slice.o.valid & ~wr_slice.o.valid),
+            rd_slice.o.ready.eq(dram.acc_rd.req.ready & ~wr_slice.o.valid),
+        ]
+        wiring.connect(m, dram.acc_rd.resp, acc.dram_rd.resp)
         m.d.comb += [dram.acc_rst.eq(core_rst), dram.range_err_clear.eq(core_rst)]
 
         # LEDs.
