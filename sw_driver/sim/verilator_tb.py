@@ -51,6 +51,9 @@ class SimHost:
         await RisingEdge(d.clk)
         d.csr__re.value = 0
         await RisingEdge(d.clk)
+        # SimTop registers its inputs (for Verilator's speed, see sw_driver.sim.simtop): the
+        # accelerator sees ``re`` one cycle later, so ``rdata`` is valid one cycle later.
+        await RisingEdge(d.clk)
         return int(d.csr__rdata.value)
 
     def write_words(self, addr, words):
