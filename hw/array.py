@@ -277,26 +277,47 @@ class PEArray(wiring.Component):
                         role.psum_tag.eq(wr.payload.psum_tag),
                     ]
 
-        # ---- GINs: registered broadcast, tag match, all-targets-ready ----------------------
+        # ---- GINs: registered broadcast to one stage per PE row, then tag match and
+        # all-targets-ready within the row (JSSC section IV-B: a Y-bus feeding one X-bus per
+        # row). The central stage hands a word to every row stage at once, when all of them
+        # can take it (their ready is a flop); each row then delivers it on its own. So no
+        # path runs from a PE's ready through the whole array, and each broadcast net drives
+        # one row's PEs (on the ECP5-85F the array-wide GIN nets were the most congested).
         def gin(name, src, shape, field, targets, head_only=False):
             """Deliver ``src`` to ``targets[k]`` (a stream In port of PE k) for each PE whose
             role ``field`` matches the tag; returns the dropped strobe."""
-            valid, payload, fire = _input_stage(m, name, src, tagged_layout(shape))
-            match = Signal(n, name=f"{name}_match")
-            for k, role in enumerate(roles):
-                sel = role.active & (getattr(role, field) == payload.tag)
-                if head_only:
-                    sel = sel & role.head
-                m.d.comb += match[k].eq(sel)
-            all_ready = Signal(name=f"{name}_all_ready")
-            m.d.comb += [
-                all_ready.eq(Cat(~match[k] | t.ready for k, t in enumerate(targets)).all()),
-                fire.eq(valid & all_ready),
-            ]
-            for k, t in enumerate(targets):
-                m.d.comb += [t.valid.eq(fire & match[k]), t.payload.eq(payload.data)]
+            layout = tagged_layout(shape)
+            valid, payload, fire = _input_stage(m, name, src, layout)
+
+            def selected(k, tag):
+                sel = roles[k].active & (getattr(roles[k], field) == tag)
+                return sel & roles[k].head if head_only else sel
+
+            row_ready = []
+            for r in range(rows):
+                link = stream.Signature(layout).create(path=(f"{name}_row{r}_in",))
+                rvalid, rpayload, rfire = _input_stage(m, f"{name}_row{r}", link, layout)
+                m.d.comb += [link.valid.eq(fire), link.payload.eq(payload)]
+                row_ready.append(link.ready)
+                ks = [at(r, col) for col in range(cols)]
+                match = Signal(cols, name=f"{name}_row{r}_match")
+                for i, k in enumerate(ks):
+                    m.d.comb += match[i].eq(selected(k, rpayload.tag))
+                all_ready = Signal(name=f"{name}_row{r}_all_ready")
+                m.d.comb += [
+                    all_ready.eq(Cat(~match[i] | targets[k].ready
+                                     for i, k in enumerate(ks)).all()),
+                    rfire.eq(rvalid & all_ready),
+                ]
+                for i, k in enumerate(ks):
+                    m.d.comb += [targets[k].valid.eq(rfire & match[i]),
+                                 targets[k].payload.eq(rpayload.data)]
+            m.d.comb += fire.eq(valid & Cat(row_ready).all())
+            # A word no PE takes is counted once, when the central stage hands it on.
+            any_match = Signal(name=f"{name}_any_match")
+            m.d.comb += any_match.eq(Cat(selected(k, payload.tag) for k in range(n)).any())
             dropped = Signal(name=f"{name}_dropped")
-            m.d.comb += dropped.eq(fire & ~match.any())
+            m.d.comb += dropped.eq(fire & ~any_match)
             return dropped
 
         drop_f = gin("filter_gin", self.filter_gin, signed(dw), "filter_tag",
