@@ -17,14 +17,15 @@ DESIGN.md section 5). Host access is the CSR port (map in ``hw.layouts.CSR``).
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .controller import Controller, CsrSignature, DramReadArbiter
 from .dma import LoadEngine, StoreEngine
-from .glb import GlobalBuffer, glb_addr_width
+from .glb import GlobalBuffer, glb_addr_width, glb_write_layout
+from .skid import SkidBuffer
 from .layouts import (CSR_COUNTERS, Engine, ErrorCode, desc_words, dram_read_signature,
                       dram_write_layout, load_desc_layout, pass_desc_layout,
                       store_desc_layout)
@@ -87,12 +88,26 @@ class Accelerator(wiring.Component):
         wiring.connect(m, store.dram_wr, wiring.flipped(self.dram_wr))
 
         # GLB ports: reads = filter, ifmap, psum-in GIN feeders and STORE; writes = GON, LOAD.
-        wiring.connect(m, pas.filter_rd, glb.rd[0])
-        wiring.connect(m, pas.ifmap_rd, glb.rd[1])
-        wiring.connect(m, pas.psum_rd, glb.rd[2])
-        wiring.connect(m, store.glb_rd, glb.rd[3])
-        wiring.connect(m, pas.psum_wr, glb.wr[0])
-        wiring.connect(m, load.glb_wr, glb.wr[1])
+        # Every request goes through a register slice, so the GLB's bank decode and per-bank
+        # arbitration start from flops and its ready lands in a flop: no path runs from one
+        # engine's address logic through the arbitration into another engine (an FPGA
+        # timing fix; README's FPGA section). A read costs one more cycle of latency. The
+        # write slices count as their engine's busy, so a command that waits for PASS or
+        # LOAD also waits until their last GLB write is in the SRAM.
+        readers = (pas.filter_rd, pas.ifmap_rd, pas.psum_rd, store.glb_rd)
+        for i, port in enumerate(readers):
+            req = SkidBuffer(unsigned(aw))
+            m.submodules[f"glb_rd{i}_slice"] = req
+            wiring.connect(m, port.req, req.i)
+            wiring.connect(m, req.o, glb.rd[i].req)
+            wiring.connect(m, glb.rd[i].resp, port.resp)
+        write_pending = {}
+        for i, (e, port) in enumerate(((Engine.PASS, pas.psum_wr), (Engine.LOAD, load.glb_wr))):
+            wr = SkidBuffer(glb_write_layout(aw))
+            m.submodules[f"glb_wr{i}_slice"] = wr
+            wiring.connect(m, port, wr.i)
+            wiring.connect(m, wr.o, glb.wr[i])
+            write_pending[e] = wr.o.valid
 
         # Descriptor registers, written word by word by RUN commands.
         engines = {Engine.LOAD: (load, load_desc_layout()),
@@ -110,7 +125,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [flat[64 * i:64 * (i + 1)].eq(w) for i, w in enumerate(words)]
             m.d.comb += [eng.desc.eq(flat[:layout.size]),
                          eng.start.eq(ctrl.engine_start[e.value]),
-                         ctrl.engine_busy[e.value].eq(eng.busy)]
+                         ctrl.engine_busy[e.value].eq(eng.busy | write_pending.get(e, 0))]
 
         wiring.connect(m, ctrl.role_wr, pas.role_wr)
 
