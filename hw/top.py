@@ -5,7 +5,8 @@
      DRAM (64-bit, accelerator is master)
       |  dram_rd: command fetch + LOAD (raw, or RLC decode)    dram_wr: STORE (bias,
       v                                                          requantise, ReLU, RLC encode)
-     GlobalBuffer  (glb_banks x glb_bank_words x 64 bit; 4 read ports, 2 write ports)
+     GlobalBuffer  (glb_banks x glb_bank_words x 64 bit; 4 read ports, 2 write ports,
+      |             every request through a register slice, hw.skid)
       |  filter / ifmap / psum GIN (AGU-driven, multicast by tag)    ^ GON (AGU-driven)
       v                                                              |
      PEArray  pe_rows x pe_cols row-stationary PEs, psums flowing up each column
