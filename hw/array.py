@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .layouts import TAG_BITS, pe_role_layout, tagged_layout
 from .pe import PEConfig, ProcessingElement
+from .skid import SkidBuffer
 
 __all__ = ["PEArray", "role_layout"]
 
@@ -53,30 +54,18 @@ def _tree(op, items):
 
 
 def _input_stage(m, name, src, layout):
-    """Two-entry skid buffer at a stream input.
+    """Two-entry skid buffer (:class:`~hw.skid.SkidBuffer`) at a stream input.
 
     Returns ``(valid, payload, fire)``: the registered head word and a ``fire`` signal the
-    caller drives (1 = the head word is consumed this cycle). ``src.ready`` is a flop (the skid
-    entry is empty), so no combinational path leads from the consumers back to the input, and
-    one word per cycle is sustained.
+    caller drives (1 = the head word is consumed this cycle; it must imply ``valid``).
+    ``src.ready`` is a flop (the skid entry is empty), so no combinational path leads from the
+    consumers back to the input, and one word per cycle is sustained.
     """
-    valid = Signal(name=f"{name}_valid")
-    payload = Signal(layout, name=f"{name}_payload")
-    sk_valid = Signal(name=f"{name}_skid_valid")
-    sk_payload = Signal(layout, name=f"{name}_skid_payload")
+    m.submodules[name] = sk = SkidBuffer(layout)
     fire = Signal(name=f"{name}_fire")
-    accept = Signal(name=f"{name}_accept")
-    m.d.comb += [src.ready.eq(~sk_valid), accept.eq(src.valid & ~sk_valid)]
-    with m.If(~valid | fire):
-        with m.If(sk_valid):
-            m.d.sync += [payload.eq(sk_payload), valid.eq(1), sk_valid.eq(0)]
-        with m.Elif(accept):
-            m.d.sync += [payload.eq(src.payload), valid.eq(1)]
-        with m.Else():
-            m.d.sync += valid.eq(0)
-    with m.Elif(accept):
-        m.d.sync += [sk_payload.eq(src.payload), sk_valid.eq(1)]
-    return valid, payload, fire
+    m.d.comb += [sk.i.valid.eq(src.valid), sk.i.payload.eq(src.payload),
+                 src.ready.eq(sk.i.ready), sk.o.ready.eq(fire)]
+    return sk.o.valid, sk.o.payload, fire
 
 
 class PEArray(wiring.Component):
