@@ -130,7 +130,7 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
     from gen.cli import load_config
     from sw_driver.accelerator import Accelerator
     from sw_driver.golden import conv2d
-    from sw_driver.mapper import map_layer
+    from sw_driver.strips import plan_layer
     from sw_driver.targets import AcceleratorError, DramModel
 
     if network not in NETWORKS:
@@ -173,8 +173,8 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
                "eyeriss_cycles": layer.eyeriss_cycles * batch / EYERISS_BATCH,
                "ifmap_zero_fraction": layer.zero_fraction}
         try:
-            mapping = map_layer(shape, config, dram_rate=dram_model.rate_num /
-                                dram_model.rate_den)
+            _, strips = plan_layer(shape, config, dram_rate=dram_model.rate_num /
+                                   dram_model.rate_den)
         except ValueError as e:
             row["status"] = "not mappable"
             row["reason"] = str(e)
@@ -187,12 +187,18 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
         ref = conv2d(x, w, bias, psum_width=config.psum_width,
                      data_width=config.data_width, **kw)
         ifmap_rlc = layer.zero_fraction > 0 and config.rlc
-        pred = _predict(config, shape, dram_model, mapping, x, ref, ifmap_rlc, config.rlc)
+        mapping = strips[0].mapping
+        pred = _predict(config, shape, dram_model, mapping if len(strips) == 1 else None,
+                        x, ref, ifmap_rlc, config.rlc)
         row.update({"model_cycles": pred.cycles,
                     "model_dram_words": pred.counts["dram_reads"] + pred.counts["dram_writes"],
                     "model_counts": dict(pred.counts),
-                    "passes": mapping.n_passes, "active_pes": mapping.active_pes,
-                    "mapping": f"p={mapping.p} q={mapping.q} e={mapping.e} "
+                    "passes": sum(s.mapping.n_passes for s in strips),
+                    "active_pes": mapping.active_pes,
+                    "strips": len(strips),
+                    "mapping": (f"{len(strips)} row strips of {mapping.layer.E} ofmap rows, "
+                                if len(strips) > 1 else "")
+                               + f"p={mapping.p} q={mapping.q} e={mapping.e} "
                                f"r_sets={mapping.r_sets} t_sets={mapping.t_sets} "
                                f"nb={mapping.nb} buffers={mapping.buffers}"})
         if model_only:

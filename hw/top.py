@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .controller import Controller, CsrSignature, DramReadArbiter
 from .dma import LoadEngine, StoreEngine
-from .glb import GlobalBuffer, glb_addr_width, glb_write_layout
+from .glb import GLB_WORD_BITS, GlobalBuffer, glb_addr_width, glb_write_layout
 from .skid import SkidBuffer
 from .layouts import (CSR_COUNTERS, Engine, ErrorCode, desc_words, dram_read_signature,
                       dram_write_layout, load_desc_layout, pass_desc_layout,
@@ -92,7 +92,10 @@ class Accelerator(wiring.Component):
         # Every request goes through a register slice, so the GLB's bank decode and per-bank
         # arbitration start from flops and its ready lands in a flop: no path runs from one
         # engine's address logic through the arbitration into another engine (an FPGA
-        # timing fix; README's FPGA section). A read costs one more cycle of latency. The
+        # timing fix; README's FPGA section). Responses go through a slice too: the routed
+        # 2x2 board top's critical path ran from a GLB block RAM's data output through the
+        # bank and response muxes into the STORE engine's bias adder (23.0 ns). A read costs
+        # two more cycles of latency. The
         # write slices count as their engine's busy, so a command that waits for PASS or
         # LOAD also waits until their last GLB write is in the SRAM.
         readers = (pas.filter_rd, pas.ifmap_rd, pas.psum_rd, store.glb_rd)
@@ -101,7 +104,10 @@ class Accelerator(wiring.Component):
             m.submodules[f"glb_rd{i}_slice"] = req
             wiring.connect(m, port.req, req.i)
             wiring.connect(m, req.o, glb.rd[i].req)
-            wiring.connect(m, glb.rd[i].resp, port.resp)
+            resp = SkidBuffer(unsigned(GLB_WORD_BITS))
+            m.submodules[f"glb_rd{i}_resp_slice"] = resp
+            wiring.connect(m, glb.rd[i].resp, resp.i)
+            wiring.connect(m, resp.o, port.resp)
         write_pending = {}
         for i, (e, port) in enumerate(((Engine.PASS, pas.psum_wr), (Engine.LOAD, load.glb_wr))):
             wr = SkidBuffer(glb_write_layout(aw))

@@ -220,6 +220,40 @@ def test_unknown_target_and_unmappable_layer_are_rejected():
         acc_t.map((1, 1, 4, 4), (1, 1, 5, 5))
 
 
+def test_row_strips_when_the_ifmap_plane_does_not_fit_the_glb(acc):
+    """A 60x60 plane with its psum block needs more than tiny's 2,048-word GLB: the driver
+    runs it as row strips (sw_driver.strips, like AlexNet CONV1 on the eyeriss preset),
+    host-padded because padding = 1, in one command list; the result is bit-exact."""
+    rng = np.random.default_rng(60)
+    x = _data(rng, (1, 2, 60, 60), zeros=0.3)
+    w = _data(rng, (4, 2, 3, 3), -60, 60)
+    b = rng.integers(-2000, 2000, size=4)
+    with pytest.raises(ValueError, match="cannot be mapped"):
+        acc.map(x.shape, w.shape, padding=1)
+    ((padded, strips),) = acc.plan_network(x.shape, [ConvLayer(w, b, 1, 1)])
+    assert padded and len(strips) > 1
+    assert strips[0].e0 == 0 and strips[-1].e1 == 60
+    assert all(a.e1 == c.e0 for a, c in zip(strips, strips[1:]))
+    # Strip j reads padded rows [e0, e1 + 2): neighbours overlap by R - U = 2 rows.
+    assert all(s.h0 == s.e0 and s.h1 == s.e1 + 2 for s in strips)
+    y, stats = _check(acc, x, w, b, stride=1, padding=1, output_shift=6, relu=True)
+    assert stats.macs == 4 * 2 * 9 * 60 * 60
+    assert len(stats.layers) == len(strips)
+
+
+def test_only_a_first_layer_may_be_strip_mined():
+    """Layer 1 reads a 44x44 plane (from layer 0's padding) and, padded to 48x48, needs 9 of
+    tiny's 8 GLB banks: the driver refuses to split an ofmap already in DRAM."""
+    from sw_driver.strips import plan_network
+    w0 = np.ones((1, 1, 1, 1), np.int16)
+    w1 = np.ones((1, 1, 3, 3), np.int16)
+    ((padded, strips),) = plan_network(TINY, (1, 1, 20, 20), [ConvLayer(w0, padding=12)])
+    assert not padded and len(strips) == 1
+    with pytest.raises(ValueError, match="only a network's first layer can be strip-mined"):
+        plan_network(TINY, (1, 1, 20, 20), [ConvLayer(w0, padding=12),
+                                            ConvLayer(w1, padding=2)])
+
+
 # -- double-buffered GLB regions: loads and stores overlap the passes -----------------------
 
 @pytest.mark.parametrize("shape", [

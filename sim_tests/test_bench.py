@@ -49,6 +49,13 @@ def test_bench_small_preset_rtl_matches_model_and_writes_files(tmp_path):
 def test_bench_rejects_unknown_layers_and_reports_unmappable():
     res = CliRunner().invoke(main, ["bench", "alexnet", "--layers", "conv9", "--model-only"])
     assert res.exit_code != 0 and "conv9" in res.output
+    # CONV1's 227x227 plane does not fit tiny's GLB: it runs as row strips.
     rows = run_bench("alexnet", layers=["conv1"], batch=1, preset_name="tiny",
                      model_only=True, progress=False, echo=lambda *a: None)
-    assert rows[0]["status"] == "not mappable" and "GLB" in rows[0]["reason"]
+    assert rows[0]["status"] == "model only" and rows[0]["strips"] > 1
+    assert "row strips" in rows[0]["mapping"] and rows[0]["model_cycles"] > 0
+    # An 11-wide filter row cannot fit an 8-word ifmap spad, strips or not.
+    rows = run_bench("alexnet", layers=["conv1"], batch=1, preset_name="tiny",
+                     overrides=("ifmap_spad_depth=8",), model_only=True, progress=False,
+                     echo=lambda *a: None)
+    assert rows[0]["status"] == "not mappable" and "ifmap spad" in rows[0]["reason"]

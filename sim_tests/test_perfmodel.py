@@ -202,6 +202,9 @@ TINY_CASES = [
     ("eyeriss_dram_rlc_in", (1, 4, 8, 6, 3, 1, 1), {"dram": DramModel.eyeriss(),
                                                      "zeros": 0.5, "ifmap_rlc": True,
                                                      "relu": True}),
+    # Row strips (the plane does not fit the GLB whole): host-padded, and stride 2 / R=5.
+    ("strips_pad_relu", (1, 2, 60, 4, 3, 1, 1), {"relu": True, "bias": True}),
+    ("strips_s2_r5", (1, 3, 80, 3, 5, 2, 0), {"dram": DramModel.eyeriss()}),
 ]
 
 

@@ -19,6 +19,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import ErrorCode, act_bits, lanes
 from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer, finish_program
 from sw_driver.mapper import LayerShape, Mapping, map_layer
+from sw_driver.strips import host_pad, plan_network
 from sw_driver.targets import AcceleratorError, DramModel, PysimTarget, VerilatorTarget
 
 __all__ = ["Accelerator", "ConvLayer", "LayerStats", "RunStats"]
@@ -141,28 +142,31 @@ class Accelerator:
         x = np.asarray(x)
         self._check_input(x)
         dram = DramAllocator(base=16)
-        shape = x.shape
-        mappings = []
-        for layer in layers:
-            w = np.asarray(layer.weights)
-            mp = self.map(shape, w.shape, stride=layer.stride, padding=layer.padding,
-                          groups=layer.groups)
-            mappings.append(mp)
-            shape = (shape[0], w.shape[0], mp.layer.E, mp.layer.F)
-        store = PlaneStore.allocate(dram, *x.shape, rlc=ifmap_rlc, data_width=cfg.data_width)
-        dram.segments.append((store.base, store.encode(x, cfg.data_width)))
+        plans = self.plan_network(x.shape, layers)
         commands, programs, layer_stats = [], [], []
-        for layer, mp in zip(layers, mappings):
-            L = mp.layer
+        inputs = [None]
+        for li, (layer, (padded, strips)) in enumerate(zip(layers, plans)):
             rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
-            out = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=rlc,
-                                      data_width=cfg.data_width)
-            prog = compile_layer(mp, dram, weights=layer.weights, bias=layer.bias,
-                                 ifmap=store, ofmap=out, product_shift=layer.product_shift,
-                                 output_shift=layer.output_shift, relu=layer.relu)
-            commands += prog.commands
-            programs.append(prog)
-            store = out
+            if li == 0:
+                xh = host_pad(x, layer.padding) if padded else x
+                inputs = []
+                for st in strips:
+                    xs = st.ifmap(xh) if len(strips) > 1 else xh
+                    store = PlaneStore.allocate(dram, *xs.shape, rlc=ifmap_rlc,
+                                                data_width=cfg.data_width)
+                    dram.segments.append((store.base, store.encode(xs, cfg.data_width)))
+                    inputs.append(store)
+            for st, store in zip(strips, inputs):
+                L = st.mapping.layer
+                out = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=rlc,
+                                          data_width=cfg.data_width)
+                prog = compile_layer(st.mapping, dram, weights=layer.weights, bias=layer.bias,
+                                     ifmap=store, ofmap=out,
+                                     product_shift=layer.product_shift,
+                                     output_shift=layer.output_shift, relu=layer.relu)
+                commands += prog.commands
+                programs.append(prog)
+            inputs = [programs[-1].ofmap]
         cmd_addr = finish_program(dram, commands)
         readback = [(p.ofmap.base, p.ofmap.words) for p in programs]
         res = self.target.run(dram.segments, cmd_addr, readback, dram=self.dram_model,
@@ -173,20 +177,29 @@ class Accelerator:
         if res.error:
             raise AcceleratorError(f"accelerator error {ErrorCode(res.error).name}",
                                    code=ErrorCode(res.error), result=res)
-        outs = []
+        ys = []
+        la = lanes(act_bits(cfg.data_width))
         for prog, words in zip(programs, res.regions):
             y = prog.ofmap.decode(words, cfg.data_width)
-            outs.append(y)
-            la = lanes(act_bits(cfg.data_width))
+            ys.append(y)
             dense = PlaneStore(0, *y.shape, rlc=False,
                                slot_words=-(-y.shape[2] * y.shape[3] // la)).words
             stored = self._stored_words(prog.ofmap, words)
             layer_stats.append(LayerStats(prog.mapping, prog.mapping.layer.macs, stored, dense))
+        outs, k = [], 0
+        for _, strips in plans:
+            outs.append(np.concatenate(ys[k:k + len(strips)], axis=2))
+            k += len(strips)
         stats = RunStats(cycles=res.cycles, counters=res.counters,
-                         macs=sum(m.layer.macs for m in mappings), num_pes=cfg.num_pes,
+                         macs=sum(p.mapping.layer.macs for p in programs), num_pes=cfg.num_pes,
                          wall_seconds=res.wall_run, layers=layer_stats)
         stats.reset_while_busy = res.reset_while_busy
         return outs, stats
+
+    def plan_network(self, x_shape, layers: list[ConvLayer]) -> list[tuple[bool, list]]:
+        """Per layer, ``(host_padded, strips)``: see :func:`sw_driver.strips.plan_network`."""
+        return plan_network(self.config, x_shape, layers, buffers=self.buffers,
+                            dram_rate=self.dram_model.rate_num / self.dram_model.rate_den)
 
     @staticmethod
     def _stored_words(store: PlaneStore, words) -> int:

@@ -172,6 +172,12 @@ class Mapping:
         return (self.layer.groups * self.n_nblocks * self.n_mblocks * self.n_cblocks
                 * self.n_rchunks)
 
+    @property
+    def ifmap_gin_per_window(self) -> int:
+        """Ifmap values the 1-value/cycle ifmap GIN delivers per window (the ``U`` new
+        columns of every ifmap row in flight: ``U * r_sets * n_h * q``)."""
+        return self.layer.U * self.r_sets * self.n_h * self.q
+
     def pass_cycles(self, nbn=None) -> int:
         """Predicted cycles of one pass: filter load over the 1-value/cycle filter GIN plus
         ``n_rows*F`` windows, each the longer of the PE work (``p*q*S`` MACs) and the GON
@@ -181,7 +187,8 @@ class Mapping:
         nbn = self.nb if nbn is None else nbn
         n_tags = self.r_sets * self.t_sets * self.Rc
         load = n_tags * self.p * self.q * L.S
-        window = self.p * max(self.q * L.S, self.e * self.t_sets)
+        window = max(self.p * self.q * L.S, self.p * self.e * self.t_sets,
+                     self.ifmap_gin_per_window)
         compute = nbn * self.n_fold * L.F * window
         return load + compute
 

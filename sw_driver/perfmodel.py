@@ -1342,38 +1342,46 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
     else:
         xv = np.asarray(x)
         shape = xv.shape
+    from sw_driver.strips import host_pad, plan_network
     dram_alloc = DramAllocator(base=16)
-    store = PlaneStore.allocate(dram_alloc, *shape, rlc=ifmap_rlc, data_width=cfg.data_width)
-    tensors = [(store, xv)]
-    commands, mps = [], []
-    cur_shape = shape
-    for li, layer in enumerate(layers):
+    plans = plan_network(cfg, shape, layers, dram_rate=dram.rate_num / dram.rate_den,
+                         mappings=mappings)
+    tensors, commands, mps = [], [], []
+    inputs = None
+    for li, (layer, (padded, strips)) in enumerate(zip(layers, plans)):
+        if li == 0:
+            xh = host_pad(xv, layer.padding) if padded else xv
+            inputs = []
+            for st in strips:
+                xs = st.ifmap(xh) if len(strips) > 1 else xh
+                store = PlaneStore.allocate(dram_alloc, *xs.shape, rlc=ifmap_rlc,
+                                            data_width=cfg.data_width)
+                tensors.append((store, xs))
+                inputs.append(store)
         w = np.asarray(layer.weights)
-        N, C, H, W = cur_shape
-        M, Cg, R, S = w.shape
-        if Cg * layer.groups != C:
-            raise ValueError(f"filter channels {Cg} x groups {layer.groups} != ifmap channels {C}")
-        L = LayerShape(N, C, H, W, M, R, S, layer.stride, layer.padding, layer.groups)
-        mp = mappings[li] if mappings else map_layer(L, cfg, dram_rate=dram.rate_num / dram.rate_den)
-        mps.append(mp)
         rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
-        out = PlaneStore.allocate(dram_alloc, L.N, L.M, L.E, L.F, rlc=rlc,
-                                  data_width=cfg.data_width)
-        wz = np.zeros(w.shape, dtype=np.int64)
-        prog = compile_layer(mp, dram_alloc, weights=wz, bias=layer.bias, ifmap=store,
-                             ofmap=out, product_shift=layer.product_shift,
-                             output_shift=layer.output_shift, relu=layer.relu)
-        commands += prog.commands
+        Lw = strips[0].mapping.layer
+        full = (Lw.N, Lw.M, strips[-1].e1, Lw.F)
         if activations is not None:
             yv = np.asarray(activations[li])
         else:
             zf = ofmap_zero_fraction
             if zf is None:
                 zf = 0.5 if layer.relu else 0.0
-            yv = _synth((L.N, L.M, L.E, L.F), zf, seed + li + 1)
-        tensors.append((out, yv))
-        store = out
-        cur_shape = (L.N, L.M, L.E, L.F)
+            yv = _synth(full, zf, seed + li + 1)
+        for st, store in zip(strips, inputs):
+            mp = st.mapping
+            mps.append(mp)
+            L = mp.layer
+            out = PlaneStore.allocate(dram_alloc, L.N, L.M, L.E, L.F, rlc=rlc,
+                                      data_width=cfg.data_width)
+            wz = np.zeros(w.shape, dtype=np.int64)
+            prog = compile_layer(mp, dram_alloc, weights=wz, bias=layer.bias, ifmap=store,
+                                 ofmap=out, product_shift=layer.product_shift,
+                                 output_shift=layer.output_shift, relu=layer.relu)
+            commands += prog.commands
+            tensors.append((out, st.ofmap(yv) if len(strips) > 1 else yv))
+        inputs = [out]
     from sw_driver.compiler import cmd_words
     words = list(commands) + cmd_words(Opcode.END)
     cmd_addr = dram_alloc.alloc(len(words))

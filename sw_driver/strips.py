@@ -1,0 +1,149 @@
+"""Row strips: run a layer whose ifmap plane does not fit the GLB as several horizontal strips.
+
+AlexNet CONV1 (227 x 227 ifmap, R = 11, U = 4) needs 12,883 GLB words for one ifmap plane
+alone, more than the Eyeriss preset's 13,824-word GLB holds beside a psum block. Eyeriss
+processes such layers in strips of ofmap rows (JSSC 2017, section V: CONV1 is run in
+several passes over row blocks); so does the driver: the ofmap rows ``E`` are split into
+``k`` strips; strip ``j`` computes ofmap rows ``[e0, e1)`` from ifmap rows
+``[e0*U, (e1-1)*U + R)`` (in padded coordinates) as a layer of its own, with its own ifmap
+copy in DRAM. The ``R - U`` overlapping ifmap rows between neighbouring strips are read
+twice; the DRAM counters and the model count that honestly.
+
+With ``padding > 0`` the strips' ifmaps are padded by the host (zeros in DRAM, both
+dimensions) and run with ``padding = 0``: the hardware pads all four sides of a layer, and a
+middle strip must not be padded at its top or bottom.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw.config import AcceleratorConfig
+from sw_driver.mapper import LayerShape, Mapping, map_layer
+
+__all__ = ["Strip", "plan_layer", "plan_network", "host_pad"]
+
+
+@dataclass(frozen=True)
+class Strip:
+    """One strip: ofmap rows ``[e0, e1)``, computed from rows ``[h0, h1)`` of the ifmap as
+    the hardware reads it (the host-padded ifmap when the layer is strip-mined with
+    padding; the unpadded one for a layer that maps whole)."""
+
+    e0: int
+    e1: int
+    h0: int
+    h1: int
+    mapping: Mapping
+
+    def ifmap(self, x: np.ndarray) -> np.ndarray:
+        """The strip's ifmap (N, C, h1 - h0, W) from the (host-padded) ifmap."""
+        return x[:, :, self.h0:self.h1, :]
+
+    def ofmap(self, y: np.ndarray) -> np.ndarray:
+        """The strip's rows (N, M, e1 - e0, F) of a whole ofmap."""
+        return y[:, :, self.e0:self.e1, :]
+
+
+def host_pad(x: np.ndarray, padding: int) -> np.ndarray:
+    """``x`` (N, C, H, W) with ``padding`` zero rows and columns on every side."""
+    if padding == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+
+
+def _split(E: int, k: int) -> list[tuple[int, int]]:
+    size = math.ceil(E / k)
+    return [(e0, min(E, e0 + size)) for e0 in range(0, E, size)]
+
+
+def plan_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
+               buffers=(1, 2), extra_tries: int = 3) -> tuple[bool, list[Strip]]:
+    """Map ``layer`` whole if it fits, else in the fewest row strips that all map (and up to
+    ``extra_tries`` more strip counts, keeping the cheapest by ``Mapping.cost``).
+
+    Returns ``(host_padded, strips)``. ``host_padded`` is True when the strips read a
+    host-padded ifmap (:func:`host_pad`) and run with ``padding = 0``.
+
+    Raises
+    ------
+    ValueError
+        The mapper's error for the whole layer, if even one-row strips cannot be mapped
+        (the limit is then not the ifmap plane's size).
+    """
+    L = layer
+    try:
+        mp = map_layer(L, config, dram_rate=dram_rate, buffers=buffers)
+        return False, [Strip(0, L.E, 0, L.H, mp)]
+    except ValueError as whole_error:
+        err = whole_error
+    best, best_cost, first_k = None, None, None
+    for k in range(2, L.E + 1):
+        if first_k is not None and k > first_k + extra_tries:
+            break
+        parts = _split(L.E, k)
+        if len(parts) != k:
+            continue            # same split as a smaller k
+        cache, strips, ok = {}, [], True
+        for e0, e1 in parts:
+            Hs = (e1 - e0 - 1) * L.U + L.R
+            shape = LayerShape(L.N, L.C, Hs, L.Wp, L.M, L.R, L.S, L.U, 0, L.groups)
+            if Hs not in cache:
+                try:
+                    cache[Hs] = map_layer(shape, config, dram_rate=dram_rate, buffers=buffers)
+                except ValueError:
+                    cache[Hs] = None
+            if cache[Hs] is None:
+                ok = False
+                break
+            strips.append(Strip(e0, e1, e0 * L.U, e0 * L.U + Hs, cache[Hs]))
+        if not ok:
+            continue
+        first_k = k if first_k is None else first_k
+        cost = sum(s.mapping.cost() for s in strips)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = strips, cost
+    if best is None:
+        raise err
+    return True, best
+
+
+def plan_network(config: AcceleratorConfig, x_shape, layers, *, dram_rate: float = 1.0,
+                 buffers=(1, 2), mappings=None) -> list[tuple[bool, list[Strip]]]:
+    """Per layer of a network (``sw_driver.accelerator.ConvLayer`` objects), the
+    ``(host_padded, strips)`` of :func:`plan_layer`: one strip for a layer that maps whole,
+    several row strips for a first layer whose ifmap plane does not fit the GLB (AlexNet
+    CONV1 on the Eyeriss preset). ``mappings``: optional given whole-layer mappings.
+
+    Raises
+    ------
+    ValueError
+        Mismatched filter channels; a layer that cannot be mapped, even in strips; or one
+        that needs strips but is not the network's first layer (its input would have to be
+        split in DRAM).
+    """
+    shape = tuple(x_shape)
+    plans = []
+    for li, layer in enumerate(layers):
+        w = np.asarray(layer.weights)
+        N, C, H, W = shape
+        M, Cg, R, S = w.shape
+        if Cg * layer.groups != C:
+            raise ValueError(f"layer {li}: filter channels {Cg} x groups {layer.groups} "
+                             f"!= ifmap channels {C}")
+        L = LayerShape(N, C, H, W, M, R, S, layer.stride, layer.padding, layer.groups)
+        if mappings is not None:
+            padded, strips = False, [Strip(0, L.E, 0, L.H, mappings[li])]
+        else:
+            padded, strips = plan_layer(L, config, buffers=buffers, dram_rate=dram_rate)
+        if len(strips) > 1 and li > 0:
+            raise ValueError(
+                f"layer {li} ({L}) does not fit the GLB whole and would run in "
+                f"{len(strips)} row strips; only a network's first layer can be "
+                "strip-mined: run it as its own conv2d")
+        plans.append((padded, strips))
+        shape = (N, M, L.E, L.F)
+    return plans
