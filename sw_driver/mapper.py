@@ -30,7 +30,12 @@ from hw.config import AcceleratorConfig
 from hw.layouts import TAG_BITS, act_bits, lanes, psum_bits
 from hw.pe import F_BITS, N_ROWS_BITS
 
-__all__ = ["LayerShape", "Mapping", "map_layer"]
+__all__ = ["LayerShape", "Mapping", "map_layer", "WHAT_IF"]
+
+
+#: Design-space what-ifs for the cost model (NOT the RTL); shared with, and documented at,
+#: ``sw_driver.perfmodel.WHAT_IF``.
+WHAT_IF: dict = {}
 
 
 @dataclass(frozen=True)
@@ -176,18 +181,22 @@ class Mapping:
     def ifmap_gin_per_window(self) -> int:
         """Ifmap values the 1-value/cycle ifmap GIN delivers per window (the ``U`` new
         columns of every ifmap row in flight: ``U * r_sets * n_h * q``)."""
-        return self.layer.U * self.r_sets * self.n_h * self.q
+        return math.ceil(self.layer.U * self.r_sets * self.n_h * self.q
+                         / WHAT_IF.get("ifmap_gin_per_cycle", 1))
 
     def pass_cycles(self, nbn=None) -> int:
         """Predicted cycles of one pass: filter load over the 1-value/cycle filter GIN plus
-        ``n_rows*F`` windows, each the longer of the PE work (``p*q*S`` MACs) and the GON
+        ``n_rows*F`` windows, each the longest of the PE work (``p*q*S`` MACs), the GON
         draining the window's ``p*e*t_sets`` psums at 1 psum/cycle (the GON is shared by
-        all columns; ``sw_driver.perfmodel`` models it exactly)."""
+        all columns) and the ifmap GIN delivering the window's new columns at 1 value/cycle
+        (:attr:`ifmap_gin_per_window`). ``sw_driver.perfmodel`` models all three exactly."""
         L = self.layer
         nbn = self.nb if nbn is None else nbn
         n_tags = self.r_sets * self.t_sets * self.Rc
-        load = n_tags * self.p * self.q * L.S
-        window = max(self.p * self.q * L.S, self.p * self.e * self.t_sets,
+        fil_w = WHAT_IF.get("filter_gin_per_cycle", 1)
+        gon_w = WHAT_IF.get("gon_per_cycle", 1)
+        load = math.ceil(n_tags * self.p * self.q * L.S / fil_w)
+        window = max(self.p * self.q * L.S, math.ceil(self.p * self.e * self.t_sets / gon_w),
                      self.ifmap_gin_per_window)
         compute = nbn * self.n_fold * L.F * window
         return load + compute

@@ -92,6 +92,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import (CMD_HEADER, Engine, LoadMode, Opcode, act_bits, lanes,
                         load_desc_layout, pass_desc_layout, pe_role_layout,
                         store_desc_layout)
+from sw_driver.mapper import WHAT_IF as _MAPPER_WHAT_IF
 from sw_driver.mapper import LayerShape, Mapping, map_layer
 from sw_driver.targets import DramModel
 
@@ -99,9 +100,11 @@ __all__ = ["LayerPrediction", "NetworkPrediction", "CommandTiming", "predict_lay
            "predict_network", "predict_program", "RTL_COUNTERS", "WHAT_IF"]
 
 #: Design-space what-ifs (NOT the RTL): ``{"gon_per_cycle": k}`` lets the GON and psum GIN
-#: move ``k`` psums per cycle, ``{"filter_gin_per_cycle": k}`` the filter GIN ``k`` words.
-#: Empty (the RTL) by default; set temporarily to estimate what a hardware change gains.
-WHAT_IF: dict = {}
+#: move ``k`` psums per cycle, ``{"filter_gin_per_cycle": k}`` the filter GIN ``k`` words,
+#: ``{"ifmap_gin_per_cycle": k}`` the ifmap GIN ``k`` values. Empty (the RTL) by default;
+#: set temporarily to estimate what a hardware change gains. The same dict as
+#: ``sw_driver.mapper.WHAT_IF``, so the mapper's cost sees the change too.
+WHAT_IF: dict = _MAPPER_WHAT_IF
 
 #: Counters that both the model and the RTL report (``hw.layouts.CSR_COUNTERS``).
 RTL_COUNTERS = ("cycles", "busy_cycles", "pass_cycles", "macs", "macs_gated", "dram_reads",
@@ -748,10 +751,12 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
     gin_end = {}              # column -> cycle its burst is complete
     gin_free = [_PASS_FIRST_WORD]   # next free GIN cycle
 
+    gw_eff = math.ceil(GW / WHAT_IF.get("ifmap_gin_per_cycle", 1))
+
     def gin_column(col, release):
         st = max(gin_free[0], release)
-        gin_free[0] = st + GW
-        gin_end[col] = st + GW
+        gin_free[0] = st + gw_eff
+        gin_end[col] = st + gw_eff
         return st
 
     # --- chains ------------------------------------------------------------------------
