@@ -183,6 +183,26 @@ def _build_sh(prep: PreparedBuild) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _override_opts(base, extra) -> list[str]:
+    """``base + extra`` command-line options, where an option named in ``extra`` (``--x``
+    with its value, if the next item is not an option) drops the same option from
+    ``base``."""
+    def split(opts):
+        out, i = [], 0
+        while i < len(opts):
+            if i + 1 < len(opts) and not opts[i + 1].startswith("-"):
+                out.append((opts[i], [opts[i], opts[i + 1]]))
+                i += 2
+            else:
+                out.append((opts[i], [opts[i]]))
+                i += 1
+        return out
+    extra_groups = split(list(extra))
+    named = {k for k, _ in extra_groups}
+    kept = [g for k, g in split(list(base)) if k not in named]
+    return [o for g in kept for o in g] + [o for _, g in extra_groups for o in g]
+
+
 def prepare(board: Board, config: AcceleratorConfig, out_dir, *, preset: str | None = None,
             dram_aw: int | None = None, clk_hz: float | None = None,
             seed: int = 1, nextpnr_opts=()) -> PreparedBuild:
@@ -191,7 +211,8 @@ def prepare(board: Board, config: AcceleratorConfig, out_dir, *, preset: str | N
     Writes Amaranth's files (``<name>.il``, ``<name>.ys``, ``<name>.lpf`` or ``.pcf``,
     ``build_<name>.sh/.json/.bat``), ``build.sh`` (the same with the YoWASP tools) and
     ``manifest.json`` (board, configuration, clocks, commands). Runs no tool.
-    ``nextpnr_opts`` are added to the board's nextpnr options; the flow always adds
+    ``nextpnr_opts`` are added to the board's nextpnr options (an option the board also
+    sets, e.g. ``--router router1``, replaces the board's); the flow always adds
     ``--seed``, ``--report nextpnr_report.json`` and ``--timing-allow-fail``.
 
     Raises
@@ -206,7 +227,7 @@ def prepare(board: Board, config: AcceleratorConfig, out_dir, *, preset: str | N
     top = BoardTop(board, config, dram_aw=dram_aw, clk_freq_hz=clk_hz)
     platform = board.make_platform()
     name = board.ident
-    pnr_opts = [*board.nextpnr_opts, *nextpnr_opts, "--seed", str(seed),
+    pnr_opts = [*_override_opts(board.nextpnr_opts, nextpnr_opts), "--seed", str(seed),
                 "--report", NEXTPNR_REPORT, "--timing-allow-fail"]
     plan = platform.build(top, name=name, do_build=False, nextpnr_opts=pnr_opts,
                           synth_opts=list(board.synth_opts))

@@ -370,3 +370,18 @@ def test_cli_report_only_reads_a_build_run_by_hand(tmp_path):
     res = CliRunner().invoke(main, ["fpga", "--board", "ulx3s-85f", "--report-only",
                                     "-o", str(tmp_path)])
     assert res.exit_code == 1 and "place and route failed" in res.output
+
+
+def test_nextpnr_option_replaces_the_boards_own(tmp_path):
+    """The ULX3S entry selects router2; ``--nextpnr-opt=--router --nextpnr-opt=router1``
+    must replace it (nextpnr refuses an option given twice), other options are kept."""
+    from gen.fpga_cmd import _override_opts
+    assert _override_opts(("--router", "router2", "--tmg-ripup"),
+                          ("--router", "router1")) == ["--tmg-ripup", "--router", "router1"]
+    assert _override_opts(("--router", "router2"), ()) == ["--router", "router2"]
+    res = CliRunner().invoke(main, ["fpga", "--board", "ulx3s-85f", "--set", "pe_rows=2",
+                                    "--set", "pe_cols=2", "--nextpnr-opt=--router",
+                                    "--nextpnr-opt=router1", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    pnr = json.loads((tmp_path / "manifest.json").read_text())["commands"][1]
+    assert pnr.count("--router") == 1 and pnr[pnr.index("--router") + 1] == "router1"
