@@ -1,13 +1,13 @@
 """Row strips: run a layer whose ifmap plane does not fit the GLB as several horizontal strips.
 
 AlexNet CONV1 (227 x 227 ifmap, R = 11, U = 4) needs 12,883 GLB words for one ifmap plane
-alone, more than the Eyeriss preset's 13,824-word GLB holds beside a psum block. Eyeriss
-processes such layers in strips of ofmap rows (JSSC 2017, section V: CONV1 is run in
-several passes over row blocks); so does the driver: the ofmap rows ``E`` are split into
-``k`` strips; strip ``j`` computes ofmap rows ``[e0, e1)`` from ifmap rows
+alone, more than the Eyeriss preset's 13,824-word GLB holds beside a psum block. The
+Eyeriss chip's own CONV1 mapping works on e = 7 of the 55 ofmap rows at a time (JSSC 2017,
+Table III; BENCHMARKS.md). The driver splits the layer likewise: the ofmap rows ``E``
+are split into ``k`` strips; strip ``j`` computes ofmap rows ``[e0, e1)`` from ifmap rows
 ``[e0*U, (e1-1)*U + R)`` (in padded coordinates) as a layer of its own, with its own ifmap
 copy in DRAM. The ``R - U`` overlapping ifmap rows between neighbouring strips are read
-twice; the DRAM counters and the model count that honestly.
+twice; the DRAM counters and the model count them.
 
 With ``padding > 0`` the strips' ifmaps are padded by the host (zeros in DRAM, both
 dimensions) and run with ``padding = 0``: the hardware pads all four sides of a layer, and a
