@@ -19,7 +19,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import ErrorCode, act_bits, lanes
 from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer, finish_program
 from sw_driver.mapper import LayerShape, Mapping, map_layer
-from sw_driver.strips import host_pad, plan_network
+from sw_driver.strips import plan_network, strip_inputs
 from sw_driver.targets import AcceleratorError, DramModel, PysimTarget, VerilatorTarget
 
 __all__ = ["Accelerator", "ConvLayer", "LayerStats", "RunStats"]
@@ -148,12 +148,9 @@ class Accelerator:
         for li, (layer, (padded, strips)) in enumerate(zip(layers, plans)):
             rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
             if li == 0:
-                xh = host_pad(x, layer.padding) if padded else x
                 inputs = []
-                for st in strips:
-                    xs = st.ifmap(xh) if len(strips) > 1 else xh
-                    store = PlaneStore.allocate(dram, *xs.shape, rlc=ifmap_rlc,
-                                                data_width=cfg.data_width)
+                for store, xs in strip_inputs(dram, x, layer, (padded, strips),
+                                              rlc=ifmap_rlc, data_width=cfg.data_width):
                     dram.segments.append((store.base, store.encode(xs, cfg.data_width)))
                     inputs.append(store)
             for st, store in zip(strips, inputs):

@@ -93,7 +93,7 @@ from hw.layouts import (CMD_HEADER, Engine, LoadMode, Opcode, act_bits, lanes,
                         load_desc_layout, pass_desc_layout, pe_role_layout,
                         store_desc_layout)
 from sw_driver.mapper import WHAT_IF as _MAPPER_WHAT_IF
-from sw_driver.mapper import LayerShape, Mapping, map_layer
+from sw_driver.mapper import LayerShape, Mapping
 from sw_driver.targets import DramModel
 
 __all__ = ["LayerPrediction", "NetworkPrediction", "CommandTiming", "predict_layer",
@@ -1347,7 +1347,7 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
     else:
         xv = np.asarray(x)
         shape = xv.shape
-    from sw_driver.strips import host_pad, plan_network
+    from sw_driver.strips import plan_network, strip_inputs
     dram_alloc = DramAllocator(base=16)
     plans = plan_network(cfg, shape, layers, dram_rate=dram.rate_num / dram.rate_den,
                          mappings=mappings)
@@ -1355,14 +1355,9 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
     inputs = None
     for li, (layer, (padded, strips)) in enumerate(zip(layers, plans)):
         if li == 0:
-            xh = host_pad(xv, layer.padding) if padded else xv
-            inputs = []
-            for st in strips:
-                xs = st.ifmap(xh) if len(strips) > 1 else xh
-                store = PlaneStore.allocate(dram_alloc, *xs.shape, rlc=ifmap_rlc,
-                                            data_width=cfg.data_width)
-                tensors.append((store, xs))
-                inputs.append(store)
+            tensors = strip_inputs(dram_alloc, xv, layer, (padded, strips), rlc=ifmap_rlc,
+                                   data_width=cfg.data_width)
+            inputs = [store for store, _ in tensors]
         w = np.asarray(layer.weights)
         rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
         Lw = strips[0].mapping.layer

@@ -24,7 +24,7 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from sw_driver.mapper import LayerShape, Mapping, map_layer
 
-__all__ = ["Strip", "plan_layer", "plan_network", "host_pad"]
+__all__ = ["Strip", "plan_layer", "plan_network", "host_pad", "strip_inputs"]
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,19 @@ def plan_network(config: AcceleratorConfig, x_shape, layers, *, dram_rate: float
         plans.append((padded, strips))
         shape = (N, M, L.E, L.F)
     return plans
+
+
+def strip_inputs(dram, x: np.ndarray, layer, plan, *, rlc: bool, data_width: int = 16):
+    """Allocate the DRAM ifmap store(s) of a network's first layer: the whole ifmap for a
+    layer that maps whole, else one store per strip holding its rows of the (host-padded)
+    ifmap. ``layer``: its ``ConvLayer``; ``plan``: its ``(host_padded, strips)``; ``dram``:
+    a ``sw_driver.compiler.DramAllocator``. Returns ``[(PlaneStore, values)]`` in strip
+    order; the caller writes or models the values."""
+    from sw_driver.compiler import PlaneStore
+    padded, strips = plan
+    xh = host_pad(x, layer.padding) if padded else x
+    out = []
+    for st in strips:
+        xs = st.ifmap(xh) if len(strips) > 1 else xh
+        out.append((PlaneStore.allocate(dram, *xs.shape, rlc=rlc, data_width=data_width), xs))
+    return out
