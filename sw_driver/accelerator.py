@@ -137,14 +137,18 @@ class Accelerator:
 
         The first layer's input is stored raw unless ``ifmap_rlc``. Ofmaps are
         RLC-compressed when ``ofmap_rlc`` is True, raw when False, and with ``"auto"`` RLC
-        for layers with ReLU (whose ofmaps are sparse) and raw otherwise."""
+        for layers with ReLU (whose ofmaps are sparse) and raw otherwise.
+
+        A first layer whose ifmap plane does not fit the GLB runs as row strips
+        (:mod:`sw_driver.strips`, e.g. AlexNet CONV1 on ``eyeriss``): its ofmap is the strips'
+        rows joined, and ``stats.layers`` holds one entry per strip."""
         cfg = self.config
         x = np.asarray(x)
         self._check_input(x)
         dram = DramAllocator(base=16)
         plans = self.plan_network(x.shape, layers)
         commands, programs, layer_stats = [], [], []
-        inputs = [None]
+        inputs = []
         for li, (layer, (padded, strips)) in enumerate(zip(layers, plans)):
             rlc = bool(layer.relu) if ofmap_rlc == "auto" else bool(ofmap_rlc)
             if li == 0:
