@@ -95,9 +95,9 @@ class Accelerator(wiring.Component):
         # timing fix; README's FPGA section). Responses go through a slice too: the routed
         # 2x2 board top's critical path ran from a GLB block RAM's data output through the
         # bank and response muxes into the STORE engine's bias adder (23.0 ns). A read costs
-        # two more cycles of latency. The
-        # write slices count as their engine's busy, so a command that waits for PASS or
-        # LOAD also waits until their last GLB write is in the SRAM.
+        # two more cycles of latency. The write slices count as their engine's busy, so a
+        # command that waits for PASS or LOAD also waits until their last GLB write is in
+        # the SRAM.
         readers = (pas.filter_rd, pas.ifmap_rd, pas.psum_rd, store.glb_rd)
         for i, port in enumerate(readers):
             req = SkidBuffer(unsigned(aw))

@@ -1337,7 +1337,9 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
     ``Accelerator.run_network`` or the golden model) for exact RLC sizes and zero skipping;
     otherwise ``ofmap_zero_fraction`` (default: 0.5 after ReLU, 0 otherwise) is used.
     ``mappings``: optional list of :class:`~sw_driver.mapper.Mapping` to use instead of the
-    mapper's. Raises ``ValueError`` like the driver for an unmappable layer.
+    mapper's. A first layer that does not fit the GLB whole is modelled in row strips,
+    as the driver runs it (``sw_driver.strips``). Raises ``ValueError`` like the driver for an
+    unmappable layer.
     """
     from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer
     cfg = config
