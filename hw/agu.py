@@ -221,20 +221,41 @@ class AGU(wiring.Component):
 
     Hardware: one down-counter per level, a priority select of the innermost level that has
     not wrapped, and one adder per coordinate (no multipliers).
+
+    Parameters
+    ----------
+    pad_check : bool, keyword-only
+        Build the ``y``/``x`` coordinates and the in-bounds check (default). With ``False``
+        they are left out (on an ECP5 that is about 40% of the AGU's logic): the
+        descriptor's ``jump_y``, ``jump_x``, ``base_y``, ``base_x``, ``H``, ``W`` and
+        ``pad_check`` are ignored and every step has ``inb = 1``. The pass engine builds its
+        filter and psum AGUs this way; only the ifmap walk pads.
     """
 
-    desc: In(agu_layout())
-    start: In(1)
-    busy: Out(1)
-    o: Out(stream.Signature(agu_step_layout()))
+    def __init__(self, *, pad_check: bool = True):
+        self._pad_check = bool(pad_check)
+        super().__init__({
+            "desc": In(agu_layout()),
+            "start": In(1),
+            "busy": Out(1),
+            "o": Out(stream.Signature(agu_step_layout())),
+        })
+
+    @property
+    def pad_check(self) -> bool:
+        return self._pad_check
 
     def elaborate(self, platform):
         m = Module()
         L = AGU_LEVELS
+        coords = AGU_COORDS if self._pad_check else ("addr", "tag")
         d = Signal(agu_layout())                       # latched descriptor
         rem = [Signal(COUNT_BITS, name=f"rem{lvl}") for lvl in range(L)]
+        # count - 1 per level, latched once: it loads ``rem`` at the start and reloads it
+        # when an outer level advances (one subtractor per level instead of two).
+        count_m1 = [Signal(COUNT_BITS, name=f"count_m1_{lvl}") for lvl in range(L)]
         cur = {c: Signal(Shape(_COORD_BITS[c], _COORD_SIGNED[c]), name=f"cur_{c}")
-               for c in AGU_COORDS}
+               for c in coords}
         pending = Signal()                             # ``cur``/``rem`` hold a step to emit
 
         m.d.comb += self.busy.eq(pending | self.o.valid)
@@ -243,10 +264,11 @@ class AGU(wiring.Component):
             m.d.sync += d.eq(self.desc)
             nonzero = 1
             for lvl in range(L):
-                m.d.sync += rem[lvl].eq(self.desc.count[lvl] - 1)
+                m.d.sync += [rem[lvl].eq(self.desc.count[lvl] - 1),
+                             count_m1[lvl].eq(self.desc.count[lvl] - 1)]
                 nonzero = nonzero & (self.desc.count[lvl] != 0)
             m.d.sync += pending.eq(nonzero)
-            for c in AGU_COORDS:
+            for c in coords:
                 m.d.sync += cur[c].eq(getattr(self.desc, f"base_{c}"))
 
         # Step emission: the output register loads when empty or being drained.
@@ -256,9 +278,12 @@ class AGU(wiring.Component):
         is_last = Signal()
         m.d.comb += is_last.eq(Cat(*at_end).all())
         inb = Signal()
-        y, x = cur["y"], cur["x"]
-        m.d.comb += inb.eq(~d.pad_check | ((y >= 0) & (y.as_unsigned() < d.H)
-                                           & (x >= 0) & (x.as_unsigned() < d.W)))
+        if self._pad_check:
+            y, x = cur["y"], cur["x"]
+            m.d.comb += inb.eq(~d.pad_check | ((y >= 0) & (y.as_unsigned() < d.H)
+                                               & (x >= 0) & (x.as_unsigned() < d.W)))
+        else:
+            m.d.comb += inb.eq(1)
         load = Signal()
         m.d.comb += load.eq(pending & (~self.o.valid | self.o.ready))
 
@@ -278,8 +303,8 @@ class AGU(wiring.Component):
                 with m.Elif(~at_end[lvl]):
                     m.d.sync += rem[lvl].eq(rem[lvl] - 1)
                     for k in range(lvl + 1, L):
-                        m.d.sync += rem[k].eq(d.count[k] - 1)
-                    for c in AGU_COORDS:
+                        m.d.sync += rem[k].eq(count_m1[k])
+                    for c in coords:
                         m.d.sync += cur[c].eq(cur[c] + getattr(d, f"jump_{c}")[lvl])
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)

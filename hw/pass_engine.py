@@ -105,7 +105,7 @@ class PassEngine(wiring.Component):
         # Address generators (started with the array; unused streams are not started).
         agus = {}
         for name in ("filter", "ifmap", "psum_in", "psum_out"):
-            agus[name] = agu = AGU()
+            agus[name] = agu = AGU(pad_check=(name == "ifmap"))   # only the ifmap walk pads
             m.submodules[f"agu_{name}"] = agu
             m.d.comb += agu.desc.eq(getattr(self.desc, name))
         m.d.comb += [agus["filter"].start.eq(launch & d.load_filter),

@@ -236,6 +236,29 @@ def test_agu_random_descriptors_back_to_back():
     assert sum(len(r) for r in results) > 300
 
 
+def test_agu_without_pad_check_ignores_padding_fields():
+    """``AGU(pad_check=False)`` walks addr and tag like the full AGU and marks every step
+    in bounds, whatever the descriptor's y/x/H/W/pad_check fields say."""
+    rng = random.Random(23)
+    nests = [random_nest(rng) for _ in range(12)]
+    descs = [make_desc(n) for n in nests]
+    assert any(d["pad_check"] for d in descs)           # some would pad in the full AGU
+    padded_steps = sum(not s[2] for d in descs for s in agu_steps(d))
+    assert padded_steps > 0
+    results = []
+    dut = AGU(pad_check=False)
+    assert not dut.pad_check and AGU().pad_check
+
+    async def tb(ctx):
+        for d in descs:
+            results.append(await run_walk(ctx, dut, d, rng=seeded(5), stall=STALL))
+
+    run_testbenches(dut, tb, deadline_cycles=20000)
+    for d, got in zip(descs, results):
+        want = [(a, t, 1, last) for a, t, _, last in agu_steps(d)]
+        assert got == want
+
+
 def test_agu_registered_output_and_throughput():
     """One step per cycle with ``o.ready`` held high; o.valid ignores o.ready."""
     d = agu_desc([4, 5, 6], {"addr": [100, 10, 1], "y": [1, 0, 0], "x": [0, 0, 1]},
