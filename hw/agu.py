@@ -226,7 +226,7 @@ class AGU(wiring.Component):
     ----------
     pad_check : bool, keyword-only
         Build the ``y``/``x`` coordinates and the in-bounds check (default). With ``False``
-        they are left out (on an ECP5 that is about 40% of the AGU's logic): the
+        they are left out (Yosys, ECP5: 2,121 -> 1,506 LUT4 + 2 per CCU2C, 29%): the
         descriptor's ``jump_y``, ``jump_x``, ``base_y``, ``base_x``, ``H``, ``W`` and
         ``pad_check`` are ignored and every step has ``inb = 1``. The pass engine builds its
         filter and psum AGUs this way; only the ifmap walk pads.
