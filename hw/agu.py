@@ -264,8 +264,8 @@ class AGU(wiring.Component):
             m.d.sync += d.eq(self.desc)
             nonzero = 1
             for lvl in range(L):
-                m.d.sync += [rem[lvl].eq(self.desc.count[lvl] - 1),
-                             count_m1[lvl].eq(self.desc.count[lvl] - 1)]
+                first_m1 = self.desc.count[lvl] - 1
+                m.d.sync += [rem[lvl].eq(first_m1), count_m1[lvl].eq(first_m1)]
                 nonzero = nonzero & (self.desc.count[lvl] != 0)
             m.d.sync += pending.eq(nonzero)
             for c in coords:
