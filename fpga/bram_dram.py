@@ -2,8 +2,15 @@
 
 The accelerator (``hw.top.Accelerator``) is a DRAM master with an in-order read port
 (``hw.layouts.dram_read_signature``) and a write stream (``hw.layouts.dram_write_layout``).
-On the board both are served by one ``lib.memory.Memory`` with one synchronous read port and
-one write port, so Yosys infers ECP5 DP16KD block RAM (no asynchronous reads). The host
+On the board both are served by block RAM with one synchronous read port and one write
+port, so Yosys infers ECP5 DP16KD (iCE40 EBR) block RAM (no asynchronous reads).
+
+The 64-bit word is split into ``groups`` byte lanes, each its own ``lib.memory.Memory`` with
+its own registered copy of the read and write addresses and enables. At 128 KiB the memory
+is 64 DP16KD blocks spread over the whole ECP5-85F; fed from one address net each, those
+nets were the most congested of the 8 x 8 board top and stalled nextpnr's router at 4 x 8
+(README, "FPGA"). A register per lane lets the placer put each copy next to its eight
+blocks, at the cost of one cycle of read latency. The host
 bridge (``fpga.bridge``) gets a second pair of ports with the same signatures. The host has
 priority on each memory port: its traffic arrives at UART speed (at most one word per 80 bit
 times), so it costs the accelerator one stall cycle per host word, while accelerator
@@ -12,7 +19,7 @@ priority could starve the host for a whole STORE and overrun the UART receiver.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.hdl import ResetInserter
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -21,27 +28,46 @@ from amaranth.lib.wiring import In, Out
 
 from hw.layouts import DRAM_ADDR_BITS, dram_read_signature, dram_write_layout
 
-__all__ = ["BramDram", "RESP_DEPTH"]
+__all__ = ["BramDram", "LANE_KEEP_SCRIPT", "READ_LATENCY", "RESP_DEPTH"]
 
-#: Words per response FIFO. A read takes 3 cycles from request to the FIFO output, so 3
-#: credits keep one word per cycle flowing; 4 leaves a cycle of slack.
-RESP_DEPTH = 4
+#: Cycles from a taken read request to its word at the response FIFO's output: the input
+#: register, the block RAM's synchronous read, and the FIFO's write-to-read cycle.
+READ_LATENCY = 3
+
+#: Words per response FIFO. ``READ_LATENCY + 1`` credits keep one word per cycle flowing
+#: (a credit returns the cycle after its word is taken); one more leaves a cycle of slack.
+RESP_DEPTH = READ_LATENCY + 2
+
+#: Yosys commands, run after reading the design and before synthesis, that put "keep" on
+#: the registers driving the lanes' addresses and enables (Signals ``dram_lane<g>_*``), so
+#: that ``opt_merge`` does not fold the per-lane copies back into one register feeding all
+#: 64 block RAMs. Amaranth's build template takes it as ``script_after_read``.
+LANE_KEEP_SCRIPT = (
+    "proc\n"
+    "setattr -set keep 1 w:dram_lane*_waddr w:dram_lane*_wen w:dram_lane*_raddr "
+    "w:dram_lane*_ren %u %u %u %a %ci1 t:$dff %i\n")
 
 
 class BramDram(wiring.Component):
     """``2**dram_aw`` x 64-bit block-RAM memory with an accelerator and a host port pair.
 
-    Reads are pipelined: the memory's synchronous read port returns a word the cycle after
-    its request, into a per-master response FIFO (``RESP_DEPTH`` words). A request is taken
-    only when its response has a FIFO slot reserved, so back-pressure on ``resp`` never
-    loses a word, and with ``resp.ready`` high a master reads one word per cycle (3 cycles
-    latency). Responses come back in request order.
+    Reads are pipelined: a taken request goes through the lanes' input register and the
+    block RAM's synchronous read into a per-master response FIFO (``RESP_DEPTH`` words),
+    whose output has the word ``READ_LATENCY`` (3) cycles after the request. A request is
+    taken only when its response has a FIFO slot reserved, so back-pressure on ``resp``
+    never loses a word, and with ``resp.ready`` high a master reads one word per cycle.
+    Responses come back in request order. Writes pass the same input register, so a read
+    taken after a write sees it.
 
     Parameters
     ----------
     dram_aw : int
         Address bits of the memory (1..24): ``2**dram_aw`` 64-bit words (``2**dram_aw * 8``
         bytes).
+    groups : int, keyword-only
+        Lanes of the 64-bit word (1, 2, 4, ..., 64), each a ``64 // groups``-bit memory with
+        its own registered read and write address and enable (default 8: byte lanes, 8
+        DP16KD each at ``dram_aw=14``).
 
     Ports
     -----
@@ -68,15 +94,19 @@ class BramDram(wiring.Component):
     Raises
     ------
     ValueError
-        ``dram_aw`` outside 1..24.
+        ``dram_aw`` outside 1..24, or ``groups`` not a power of two in 1..64.
     """
 
-    def __init__(self, dram_aw: int):
+    def __init__(self, dram_aw: int, *, groups: int = 8):
         if not isinstance(dram_aw, int) or not 1 <= dram_aw <= 24:
             raise ValueError(f"dram_aw must be an int in 1..24 (address bits of 64-bit "
                              f"words), not {dram_aw!r}")
+        if not isinstance(groups, int) or groups not in (1, 2, 4, 8, 16, 32, 64):
+            raise ValueError(f"groups must be a power of two from 1 to 64 (lanes of the "
+                             f"64-bit word with their own address register), not {groups!r}")
         self.dram_aw = dram_aw
         self.depth = 1 << dram_aw
+        self.groups = groups
         super().__init__({
             "acc_rd": In(dram_read_signature()),
             "acc_wr": In(stream.Signature(dram_write_layout())),
@@ -90,10 +120,7 @@ class BramDram(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = self.dram_aw
-
-        m.submodules.mem = mem = Memory(shape=64, depth=self.depth, init=[])
-        rd = mem.read_port(domain="sync")
-        wr = mem.write_port()
+        lane = 64 // self.groups
 
         def in_range(addr):
             return addr[aw:DRAM_ADDR_BITS] == 0
@@ -116,8 +143,6 @@ class BramDram(wiring.Component):
         with m.Else():
             m.d.comb += [w_fire.eq(self.host_wr.valid), w_addr.eq(self.host_wr.payload.addr),
                          w_data.eq(self.host_wr.payload.data)]
-        m.d.comb += [wr.addr.eq(w_addr[:aw]), wr.data.eq(w_data),
-                     wr.en.eq(w_fire & in_range(w_addr))]
         with m.If(w_fire & ~in_range(w_addr)):
             m.d.comb += err_set.eq(1)
 
@@ -141,22 +166,51 @@ class BramDram(wiring.Component):
         ]
         r_addr = Signal(DRAM_ADDR_BITS)
         m.d.comb += r_addr.eq(Mux(host_r, self.host_rd.req.payload, self.acc_rd.req.payload))
-        m.d.comb += [rd.addr.eq(r_addr[:aw]), rd.en.eq(acc_r | host_r)]
         with m.If((acc_r | host_r) & ~in_range(r_addr)):
             m.d.comb += err_set.eq(1)
 
-        # The word is on rd.data the cycle after its request.
-        pend_acc = Signal()
-        pend_host = Signal()
-        pend_zero = Signal()
-        m.d.sync += [pend_acc.eq(acc_r), pend_host.eq(host_r),
-                     pend_zero.eq(~in_range(r_addr))]
+        # ---- the memory lanes, each behind its own input register ------------------------
+        # Writes and reads both pass the register, so a read taken after a write still
+        # reads the written word; a read taken in the same cycle as a write to its address
+        # reads the old word (the read port is not transparent, as before the register).
+        # Yosys merges identical registers; the board build marks these (``LANE_REG_GLOB``)
+        # with "keep" before synthesis (``LANE_KEEP_SCRIPT``) so that each lane has its own.
+        words = []
+        for g in range(self.groups):
+            mem = Memory(shape=lane, depth=self.depth, init=[])
+            m.submodules[f"mem{g}"] = mem
+            wr = mem.write_port()
+            rd = mem.read_port(domain="sync")
+            # Reset-less: an enable register only ever holds a request of the cycle before.
+            wa = Signal(aw, name=f"dram_lane{g}_waddr", reset_less=True)
+            we = Signal(name=f"dram_lane{g}_wen", reset_less=True)
+            wd = Signal(lane, name=f"dram_lane{g}_wdata", reset_less=True)
+            ra = Signal(aw, name=f"dram_lane{g}_raddr", reset_less=True)
+            re = Signal(name=f"dram_lane{g}_ren", reset_less=True)
+            m.d.sync += [
+                wa.eq(w_addr[:aw]), we.eq(w_fire & in_range(w_addr)),
+                wd.eq(w_data[g * lane:(g + 1) * lane]),
+                ra.eq(r_addr[:aw]), re.eq(acc_r | host_r),
+            ]
+            m.d.comb += [wr.addr.eq(wa), wr.data.eq(wd), wr.en.eq(we),
+                         rd.addr.eq(ra), rd.en.eq(re)]
+            words.append(rd.data)
+
+        # The word is on the lanes' read data two cycles after its request. Requests in
+        # flight for the accelerator are dropped by acc_rst.
+        pend_acc = Signal(2)
+        pend_host = Signal(2)
+        pend_zero = Signal(2)
+        m.d.sync += [pend_acc.eq(Cat(acc_r, pend_acc[0])), pend_host.eq(Cat(host_r, pend_host[0])),
+                     pend_zero.eq(Cat(~in_range(r_addr), pend_zero[0]))]
+        with m.If(self.acc_rst):
+            m.d.sync += pend_acc.eq(0)
         word = Signal(64)
-        m.d.comb += word.eq(Mux(pend_zero, 0, rd.data))
+        m.d.comb += word.eq(Mux(pend_zero[1], 0, Cat(*words)))
         # A word arriving while acc_rst is high is dropped with the rest of acc_q (its
         # pointers are reset at the same clock edge), and no request is taken under reset.
-        m.d.comb += [acc_q.w_data.eq(word), acc_q.w_en.eq(pend_acc),
-                     host_q.w_data.eq(word), host_q.w_en.eq(pend_host)]
+        m.d.comb += [acc_q.w_data.eq(word), acc_q.w_en.eq(pend_acc[1]),
+                     host_q.w_data.eq(word), host_q.w_en.eq(pend_host[1])]
 
         m.d.comb += [
             self.acc_rd.resp.payload.eq(acc_q.r_data),

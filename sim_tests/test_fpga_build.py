@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fpga.bram_dram import LANE_KEEP_SCRIPT, BramDram
 from fpga.boards import BOARDS, ULX3S_PLL_50MHZ, EcpPll, board, ecp5_pll
 from gen.cli import main
-from gen.fpga_cmd import (PreparedBuild, _overuse_watch, format_report, make_report,
+from gen.fpga_cmd import (PreparedBuild, _find_tool, _overuse_watch, format_report, make_report,
                           parse_nextpnr_log,
                           parse_nextpnr_report, parse_yosys_stat, prepare)
 from hw.config import preset
@@ -80,6 +81,34 @@ def test_ulx3s_pll_is_the_recorded_one():
         board("icebreaker").pll_for(24e6)
 
 
+# -- board DRAM lanes through Yosys ---------------------------------------------------------
+
+def _synth_bram_dram_ffs(tmp_path, groups, script):
+    """TRELLIS_FF count of ``BramDram(11, groups=groups)`` after ``synth_ecp5``."""
+    import subprocess
+
+    from amaranth.back import rtlil
+    (tmp_path / "bd.il").write_text(rtlil.convert(BramDram(11, groups=groups), name="bd"))
+    cmds = f"read_rtlil bd.il; hierarchy -top bd; {script.replace(chr(10), '; ')}" \
+           f"synth_ecp5 -top bd; stat"
+    out = subprocess.run([_find_tool("yosys"), "-p", cmds], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout
+    found = dict((k, int(v)) for v, k in re.findall(r"^\s+(\d+)\s+(TRELLIS_FF|DP16KD)\s*$",
+                                                    out, re.M))
+    assert found["DP16KD"] == 8          # 2048 x 64 bits: 8 blocks whatever the lanes
+    return found["TRELLIS_FF"]
+
+
+def test_lane_keep_script_keeps_one_address_register_per_lane(tmp_path):
+    """Without the script Yosys merges the 8 lanes' identical address and enable registers
+    into one; with it each lane keeps its own: 7 more copies of 2 x (11 + 1) bits."""
+    one = _synth_bram_dram_ffs(tmp_path, 1, LANE_KEEP_SCRIPT)
+    merged = _synth_bram_dram_ffs(tmp_path, 8, "")
+    kept = _synth_bram_dram_ffs(tmp_path, 8, LANE_KEEP_SCRIPT)
+    assert merged == one
+    assert kept - merged >= 7 * 2 * (11 + 1)
+
+
 # -- build trees (no tool runs) ------------------------------------------------------------
 
 def _check_tree(prep, tools):
@@ -87,7 +116,10 @@ def _check_tree(prep, tools):
     il = d / f"{prep.name}.il"
     assert il.exists() and il.stat().st_size > 10_000
     assert f"module \\{prep.name}\n" in il.read_text()
-    assert (d / f"{prep.name}.ys").read_text().count("read_rtlil") >= 1
+    ys = (d / f"{prep.name}.ys").read_text()
+    assert ys.count("read_rtlil") >= 1
+    # The board DRAM's per-lane registers are kept apart before synthesis.
+    assert ys.index(LANE_KEEP_SCRIPT) < ys.index("synth_")
     script = (d / f"build_{prep.name}.sh").read_text()
     for var in tools.values():
         assert f'"${var}"' in script

@@ -14,7 +14,7 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from fpga.bram_dram import BramDram
+from fpga.bram_dram import READ_LATENCY, RESP_DEPTH, BramDram
 from fpga.bridge import UARTBridge, ping_info
 from fpga.core import BoardCore, uart_divisor
 from fpga.protocol import (DEFAULT_BAUD, RESET_PULSE_CYCLES, STATUS_BAD_OPCODE, STATUS_OK,
@@ -269,9 +269,10 @@ def _port_reader(port, addrs, got, *, rng, req_stall, resp_stall):
     return req, resp
 
 
-def test_bram_dram_read_order_with_backpressure():
+@pytest.mark.parametrize("groups", [1, 8, 64])
+def test_bram_dram_read_order_with_backpressure(groups):
     aw = 6
-    dut = BramDram(aw)
+    dut = BramDram(aw, groups=groups)
     rng = random.Random(7)
     mem = [rng.getrandbits(64) for _ in range(1 << aw)]
     addrs = [rng.randrange(1 << aw) for _ in range(300)]
@@ -302,7 +303,8 @@ def test_bram_dram_read_order_with_backpressure():
 
 
 def test_bram_dram_full_throughput():
-    """With resp.ready high, n reads stream at 1 word per cycle after 3 cycles latency."""
+    """With resp.ready high, n reads stream at 1 word per cycle, READ_LATENCY cycles after
+    the first request."""
     dut = BramDram(5)
     n = 64
 
@@ -325,7 +327,7 @@ def test_bram_dram_full_throughput():
                 last = cycle
             cycle += 1
         assert got == [(a % 32) * 0x0101 + 7 for a in range(n)]
-        assert first <= 3
+        assert first == READ_LATENCY
         assert last - first == n - 1          # no bubbles
 
     run_testbenches(dut, tb, deadline_cycles=500)
@@ -369,7 +371,7 @@ def test_bram_dram_host_priority_and_range():
         ctx.set(dut.acc_rd.req.valid, 0)
         assert await stream_get(ctx, dut.acc_rd.resp) == 111
         ctx.set(dut.host_rd.req.valid, 0)
-        assert await get_n(ctx, dut.host_rd.resp, 4) == [111] * 4
+        assert await get_n(ctx, dut.host_rd.resp, RESP_DEPTH) == [111] * RESP_DEPTH
         assert ctx.get(dut.range_err) == 0
         # Out of range: no aliasing onto word 3, reads return 0, sticky flag.
         await stream_put(ctx, dut.acc_wr, {"addr": (1 << aw) + 3, "data": 999})
@@ -395,13 +397,13 @@ def test_bram_dram_acc_reset_drops_responses():
 
     async def tb(ctx):
         await put_all(ctx, dut.acc_wr, [{"addr": a, "data": 100 + a} for a in range(16)])
-        # Four requests, none taken; reset in the cycle after the last one.
+        # RESP_DEPTH requests, no response taken; reset in the cycle after the last one.
         ctx.set(dut.acc_rd.req.valid, 1)
-        for a in range(4):
+        for a in range(RESP_DEPTH):
             ctx.set(dut.acc_rd.req.payload, a)
             await ctx.tick()
         ctx.set(dut.acc_rd.req.valid, 0)
-        assert ctx.get(dut.acc_rd.req.ready) == 0      # 4 credits used
+        assert ctx.get(dut.acc_rd.req.ready) == 0      # all credits used
         ctx.set(dut.acc_rst, 1)
         for _ in range(2):
             assert ctx.get(dut.acc_rd.resp.valid) == 0
@@ -664,6 +666,8 @@ def test_bridge_rejects_bad_parameters():
     assert_rejected(UARTBridge, 10, 50e6, 0, match="rx_timeout")
     assert_rejected(UARTBridge, 10, 2e10, 1000, match="clk_freq_hz")
     assert_rejected(BramDram, 25, match="dram_aw")
+    for groups in (3, 128):
+        assert_rejected(lambda aw, g=groups: BramDram(aw, groups=g), 10, match="groups")
 
 
 # -- BoardCore with the real accelerator -------------------------------------------------------
