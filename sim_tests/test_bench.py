@@ -59,3 +59,29 @@ def test_bench_rejects_unknown_layers_and_reports_unmappable():
                      overrides=("ifmap_spad_depth=8",), model_only=True, progress=False,
                      echo=lambda *a: None)
     assert rows[0]["status"] == "not mappable" and "ifmap spad" in rows[0]["reason"]
+
+
+def test_verilator_threads_choice_and_validation(monkeypatch):
+    """``auto_threads``: 2 only for arrays of THREADS_MIN_PES+ PEs on 2+ cores; the target,
+    run_bench and the CLI reject a thread count below 1."""
+    import os
+
+    from hw.config import preset
+    from sw_driver.targets import THREADS_MIN_PES, VerilatorTarget, auto_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert preset("eyeriss").num_pes >= THREADS_MIN_PES > preset("small").num_pes
+    assert auto_threads(preset("eyeriss")) == 2
+    assert auto_threads(preset("small")) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert auto_threads(preset("eyeriss")) == 1
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            VerilatorTarget(preset("tiny"), threads=bad)
+    assert VerilatorTarget(preset("tiny"), threads=3).threads == 3
+    with pytest.raises(ValueError, match="threads"):
+        run_bench("alexnet", layers=["conv5"], batch=1, preset_name="tiny", threads=0,
+                  progress=False, echo=lambda *a: None)
+    for bad in ("0", "two"):
+        res = CliRunner().invoke(main, ["bench", "alexnet", "--threads", bad, "--model-only"])
+        assert res.exit_code != 0 and "--threads" in res.output
