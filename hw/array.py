@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .layouts import TAG_BITS, pe_role_layout, tagged_layout
-from .pe import PEConfig, ProcessingElement
+from .pe import PEConfig, ProcessingElement, filter_in_shape
 from .skid import SkidBuffer
 
 __all__ = ["PEArray", "role_layout"]
@@ -103,8 +103,8 @@ class PEArray(wiring.Component):
         High from the cycle after an accepted ``start`` while a start is pending, any active PE
         is busy, or the GON output register holds a word; low means the pass is completely
         finished (every psum has left on ``gon``).
-    filter_gin : In(stream.Signature(tagged_layout(signed(data_width))))
-        Filter words. Delivered in ONE transfer to every active PE whose ``filter_tag`` equals
+    filter_gin : In(stream.Signature(tagged_layout(filter_in_shape(config))))
+        Filter words (one value, or ``config.filter_lanes`` values: see ``hw.pe``). Delivered in ONE transfer to every active PE whose ``filter_tag`` equals
         ``tag``; the transfer happens when all those PEs are ready (Eyeriss GIN semantics).
         Each PE receives its ``p*q*S`` words in its spad order (see ``hw.pe``).
     ifmap_gin : In(stream.Signature(tagged_layout(signed(data_width))))
@@ -195,7 +195,7 @@ class PEArray(wiring.Component):
             "cfg": In(PEConfig(config)),
             "start": In(1),
             "busy": Out(1),
-            "filter_gin": In(stream.Signature(tagged_layout(signed(dw)))),
+            "filter_gin": In(stream.Signature(tagged_layout(filter_in_shape(config)))),
             "ifmap_gin": In(stream.Signature(tagged_layout(signed(dw)))),
             "psum_gin": In(stream.Signature(tagged_layout(signed(pw)))),
             "gin_dropped": Out(range(4)),
@@ -309,7 +309,7 @@ class PEArray(wiring.Component):
             m.d.comb += dropped.eq(fire & ~any_match)
             return dropped
 
-        drop_f = gin("filter_gin", self.filter_gin, signed(dw), "filter_tag",
+        drop_f = gin("filter_gin", self.filter_gin, filter_in_shape(c), "filter_tag",
                      [pe.filter_in for pe in pes])
         # Ifmap GIN targets are per-PE 2-entry skid buffers: a PE's ifmap_in.ready comes out
         # of its spad-refill logic (several levels deep), and the GIN's all-targets-ready AND

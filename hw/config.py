@@ -28,6 +28,7 @@ _RANGES = {
     "glb_bank_words": (16, 1 << 20),
     "glb_banks": (1, 256),
     "dram_width": (64, 64),
+    "filter_lanes": (1, 4),
 }
 
 
@@ -55,6 +56,13 @@ class AcceleratorConfig:
         Include the RLC codec on the DRAM path and the ReLU unit on the ofmap path.
     zero_gating : bool
         Skip spad reads and MACs whose ifmap value is zero (Eyeriss JSSC section IV-C).
+    filter_lanes : int
+        Filter values per filter-GIN transfer: 1, or a whole 64-bit GLB word
+        (``64 // act_bits(data_width)``: 4 for data up to 16 bits, 2 above). With more than
+        one lane each PE's filter spad is split into that many banks written in parallel,
+        so loading a pass's filters takes a quarter of the cycles (the analytical model put
+        this at 31.50 -> 28.2 M cycles for AlexNet CONV1-5 at batch 4 on ``eyeriss``).
+        ``filter_spad_depth`` must be a multiple of it.
 
     Raises
     ------
@@ -76,6 +84,7 @@ class AcceleratorConfig:
     rlc: bool = True
     relu: bool = True
     zero_gating: bool = True
+    filter_lanes: int = 4
 
     def __post_init__(self):
         for f in fields(self):
@@ -93,6 +102,14 @@ class AcceleratorConfig:
             raise ValueError(
                 f"psum_width must be in the range {self.data_width}..{_RANGES['psum_width'][1]} "
                 f"(at least data_width={self.data_width}), got {self.psum_width}")
+        word_lanes = 64 // (16 if self.data_width <= 16 else 32)
+        if self.filter_lanes not in (1, word_lanes):
+            raise ValueError(f"filter_lanes must be 1 or {word_lanes} (values of "
+                             f"{self.data_width}-bit data per 64-bit GLB word), "
+                             f"got {self.filter_lanes}")
+        if self.filter_spad_depth % self.filter_lanes:
+            raise ValueError(f"filter_spad_depth must be a multiple of filter_lanes="
+                             f"{self.filter_lanes}, got {self.filter_spad_depth}")
         if self.glb_bank_words & (self.glb_bank_words - 1):
             raise ValueError(
                 f"glb_bank_words must be a power of two in the range "
@@ -147,9 +164,10 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # the 85F's 83,640; with 16-bit psums 70,320 (84%) (accelgen fpga, README). The 64 KB
     # GLB is 8 banks of 1024 words, not 16 of 512: the same 32 DP16KD, but the 4-read /
     # 2-write port crossbar shrinks from 8,133 to 4,512 LUT4s (Yosys synth_ecp5).
+    # One filter value per GIN transfer (filter_lanes=1): one spad bank per PE, no lane mux.
     "fpga": AcceleratorConfig(pe_rows=8, pe_cols=8, psum_width=16, filter_spad_depth=224,
                               ifmap_spad_depth=12, psum_spad_depth=24, glb_bank_words=1024,
-                              glb_banks=8),
+                              glb_banks=8, filter_lanes=1),
     # The Eyeriss chip (JSSC 2017): 12 x 14 PEs, 108 KB GLB, 16-bit psums.
     "eyeriss": AcceleratorConfig(psum_width=16),
     # Eyeriss geometry with the more accurate 32-bit psums (DESIGN.md section 2).

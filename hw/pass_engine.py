@@ -3,7 +3,8 @@
 The engine owns the PE array and the four streams around it. Each stream is an address
 generator (``hw.agu.AGU``) walking the GLB in the order the driver chose:
 
-- filter GIN:  AGU -> ElementReader (act elements)  -> ``array.filter_gin`` (tag = filter row)
+- filter GIN:  AGU -> ElementReader (act elements, or whole GLB words of ``filter_lanes``
+               values) -> ``array.filter_gin`` (tag = filter row)
 - ifmap GIN:   AGU -> ElementReader (zero padding)  -> ``array.ifmap_gin`` (tag = diagonal)
 - psum GIN:    AGU -> ElementReader (psum elements) -> ``array.psum_gin``  (tag = chain head)
 - GON:         AGU -> tag to ``array.gon_sel`` (which chain tail) and address to the
@@ -26,7 +27,7 @@ from .config import AcceleratorConfig
 from .glb import glb_read_signature, glb_write_layout
 from .layouts import (act_bits, agu_step_layout, pass_desc_layout, pe_role_layout,
                       psum_bits)
-from .pe import PEConfig
+from .pe import PEConfig, filter_in_shape
 
 __all__ = ["PassEngine"]
 
@@ -114,7 +115,9 @@ class PassEngine(wiring.Component):
                      agus["psum_out"].start.eq(launch)]
 
         # GIN feeders: GLB element reads, then (data, tag) to the array.
-        feeders = (("filter", act_bits(dw), signed(dw), self.filter_rd, array.filter_gin),
+        # With filter lanes the filter walk steps over whole GLB words (64-bit elements).
+        fbits = act_bits(dw) if cfg.filter_lanes == 1 else 64
+        feeders = (("filter", fbits, filter_in_shape(cfg), self.filter_rd, array.filter_gin),
                    ("ifmap", act_bits(dw), signed(dw), self.ifmap_rd, array.ifmap_gin),
                    ("psum_in", psum_bits(pw), signed(pw), self.psum_rd, array.psum_gin))
         readers = []

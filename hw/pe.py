@@ -23,8 +23,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .layouts import act_bits
 
-__all__ = ["PEConfig", "ProcessingElement", "U_BITS", "F_BITS", "N_ROWS_BITS"]
+__all__ = ["PEConfig", "ProcessingElement", "U_BITS", "F_BITS", "N_ROWS_BITS",
+           "filter_lane_bits", "filter_in_shape"]
 
 #: Bits of the stride field: ``U`` in 1..15.
 U_BITS = 4
@@ -33,6 +35,22 @@ F_BITS = 10
 #: Bits of the rows-per-run field: ``n_rows`` in 1..4095 (rows of several images may be
 #: concatenated through one PE, JSSC section IV / survey Fig. 29, hence wider than ``F``).
 N_ROWS_BITS = 12
+
+
+def filter_lane_bits(config: AcceleratorConfig) -> int:
+    """Bits of one lane of a filter-GIN transfer: the GLB element size of an activation
+    (:func:`hw.layouts.act_bits`, 16 or 32)."""
+    return act_bits(config.data_width)
+
+
+def filter_in_shape(config: AcceleratorConfig) -> Shape:
+    """Payload shape of the PE's ``filter_in`` and of the filter GIN: ``signed(data_width)``
+    with one filter lane, else ``signed(64)``: a whole GLB word of ``filter_lanes`` lanes of
+    :func:`filter_lane_bits` bits, lane ``i`` (least significant first) holding the value in
+    its low ``data_width`` bits."""
+    if config.filter_lanes == 1:
+        return signed(config.data_width)
+    return signed(config.filter_lanes * filter_lane_bits(config))
 
 
 class PEConfig(data.StructLayout):
@@ -107,9 +125,12 @@ class ProcessingElement(wiring.Component):
     busy : Out(1)
         High from the cycle after ``start`` until the cycle after the last ``psum_out``
         transfer of the run.
-    filter_in : In(stream.Signature(signed(data_width)))
+    filter_in : In(stream.Signature(filter_in_shape(config)))
         ``p*q*S`` weights when ``load_filter``; spad order, index ``(s*q + qi)*p + pi``
-        (``pi`` fastest, then ``qi``, then ``s``). Accepted at 1 word/cycle.
+        (``pi`` fastest, then ``qi``, then ``s``). Accepted at 1 transfer/cycle. A transfer
+        is one weight, or with ``config.filter_lanes = L > 1`` the next ``L`` weights (lane
+        ``i`` = index ``L*k + i`` of transfer ``k``): ``ceil(p*q*S / L)`` transfers, the
+        lanes past ``p*q*S`` in the last one ignored.
     ifmap_in : In(stream.Signature(signed(data_width)))
         Per row ``W = (F-1)*U + S`` columns of ``q`` channels, index ``w*q + qi``;
         ``n_rows`` rows back to back.
@@ -184,7 +205,7 @@ class ProcessingElement(wiring.Component):
             "cfg": In(PEConfig(config)),
             "start": In(1),
             "busy": Out(1),
-            "filter_in": In(stream.Signature(signed(dw))),
+            "filter_in": In(stream.Signature(filter_in_shape(config))),
             "ifmap_in": In(stream.Signature(signed(dw))),
             "psum_in": In(stream.Signature(signed(pw))),
             "psum_out": Out(stream.Signature(signed(pw))),
@@ -205,9 +226,16 @@ class ProcessingElement(wiring.Component):
         odepth = self._out_fifo_depth
 
         # ---- storage -------------------------------------------------------------------
-        m.submodules.filter_spad = filt = Memory(shape=signed(dw), depth=fdepth, init=[])
-        f_wr = filt.write_port()
-        f_rd = filt.read_port(domain="sync")
+        # Filter spad: ``fl`` banks (``config.filter_lanes``); weight ``a`` in bank ``a % fl``
+        # at ``a // fl``, so one filter-GIN transfer of ``fl`` values writes every bank.
+        fl = c.filter_lanes
+        flb = (fl - 1).bit_length()
+        f_banks = []
+        for b in range(fl):
+            mem = Memory(shape=signed(dw), depth=fdepth // fl, init=[])
+            m.submodules[f"filter_spad{b}" if fl > 1 else "filter_spad"] = mem
+            f_banks.append((mem.write_port(), mem.read_port(domain="sync")))
+        f_wr, f_rd = f_banks[0]
         m.submodules.ifmap_spad = ifm = Memory(shape=signed(dw), depth=idepth, init=[])
         i_wr = ifm.write_port()
         i_rd = ifm.read_port(domain="sync")  # read-before-write: a slot may be refilled
@@ -270,8 +298,12 @@ class ProcessingElement(wiring.Component):
         a_prod = Signal(signed(2 * dw), name="a_product")
 
         # ---- start ----------------------------------------------------------------------
+        fab = filter_lane_bits(c)
+        fwords_m1 = Signal(range(fdepth // fl), name="filter_words_m1")
         with m.If((state == _IDLE) & self.start):
             cfg = self.cfg
+            if fl > 1:
+                m.d.sync += fwords_m1.eq(((cfg.p * cfg.q * cfg.S + fl - 1) >> flb) - 1)
             m.d.sync += [
                 p_m1.eq(cfg.p - 1),
                 qs.eq(cfg.q * cfg.S),
@@ -287,19 +319,32 @@ class ProcessingElement(wiring.Component):
             ]
 
         # ---- filter load ------------------------------------------------------------------
-        m.d.comb += [
-            last_pi.eq(pi == p_m1),
-            f_wr.addr.eq(faddr),
-            f_wr.data.eq(self.filter_in.payload),
-        ]
-        with m.If(state == _LOAD):
-            m.d.comb += [self.filter_in.ready.eq(1), f_wr.en.eq(self.filter_in.valid)]
-            with m.If(self.filter_in.valid):
-                m.d.sync += [pi.eq(Mux(last_pi, 0, pi + 1)), faddr.eq(faddr + 1)]
-                with m.If(last_pi):
-                    m.d.sync += lk.eq(Mux(lk == qs_m1, 0, lk + 1))
-                    with m.If(lk == qs_m1):
+        m.d.comb += last_pi.eq(pi == p_m1)
+        if fl == 1:
+            m.d.comb += [f_wr.addr.eq(faddr), f_wr.data.eq(self.filter_in.payload)]
+            with m.If(state == _LOAD):
+                m.d.comb += [self.filter_in.ready.eq(1), f_wr.en.eq(self.filter_in.valid)]
+                with m.If(self.filter_in.valid):
+                    m.d.sync += [pi.eq(Mux(last_pi, 0, pi + 1)), faddr.eq(faddr + 1)]
+                    with m.If(last_pi):
+                        m.d.sync += lk.eq(Mux(lk == qs_m1, 0, lk + 1))
+                        with m.If(lk == qs_m1):
+                            m.d.sync += [state.eq(_RUN), faddr.eq(0)]
+        else:
+            # ceil(p*q*S / fl) transfers; faddr counts them (bank index), then restarts at
+            # 0 for the run. Lanes past p*q*S in the last transfer are padding.
+            with m.If(state == _LOAD):
+                m.d.comb += self.filter_in.ready.eq(1)
+                with m.If(self.filter_in.valid):
+                    m.d.sync += faddr.eq(faddr + 1)
+                    with m.If(faddr == fwords_m1):
                         m.d.sync += [state.eq(_RUN), faddr.eq(0)]
+            for b, (wp, _) in enumerate(f_banks):
+                m.d.comb += [
+                    wp.addr.eq(faddr),
+                    wp.data.eq(self.filter_in.payload[b * fab:b * fab + dw]),
+                    wp.en.eq((state == _LOAD) & self.filter_in.valid),
+                ]
 
         # ---- fetch: read x = ifmap[(f*U + s)*q + qi] once per (s, qi) ------------------------
         k_last = Signal()
@@ -393,7 +438,7 @@ class ProcessingElement(wiring.Component):
         m.d.comb += [
             issue.eq(running & xv & ~skip & credit_ok),
             x_consume.eq(skip | (issue & last_pi)),
-            f_rd.addr.eq(faddr),
+            f_rd.addr.eq(faddr >> flb),
             f_rd.en.eq(issue & ~gate),
             self.mac_fire.eq(issue & ~gate),
             self.mac_gated.eq(Mux(skip, p_m1 + 1, issue & gate)),
@@ -418,8 +463,22 @@ class ProcessingElement(wiring.Component):
         # block RAM's clock-to-output and the MULT18X18D off the adder's path (ECP5: the
         # unsplit path closed at 44.8 MHz for one PE, the FPGA target is 50 MHz).
         prod = Signal(signed(2 * dw), name="product")
+        w = Signal(signed(dw), name="weight")
+        if fl == 1:
+            m.d.comb += w.eq(f_rd.data)
+        else:
+            # Every bank reads the same index; the lane of the issued address picks one.
+            e_lane = Signal(flb, name="e_lane")
+            with m.If(issue & ~gate):
+                m.d.sync += e_lane.eq(faddr[:flb])
+            for b, (_, rp) in enumerate(f_banks[1:], start=1):
+                m.d.comb += [rp.addr.eq(faddr >> flb), rp.en.eq(issue & ~gate)]
+            with m.Switch(e_lane):
+                for b, (_, rp) in enumerate(f_banks):
+                    with m.Case(b):
+                        m.d.comb += w.eq(rp.data)
         m.d.comb += [
-            prod.eq(f_rd.data * e_x),
+            prod.eq(w * e_x),
             p_rd.addr.eq(e_pi),
             p_rd.en.eq(e_valid & ~e_first),
         ]

@@ -20,6 +20,7 @@ from amaranth.back import verilog
 from hw.array import PEArray
 from hw.config import preset
 from sw_driver import golden
+from sim_tests.support.filters import filter_transfers
 from sim_tests.support.stream import get_n, put_all, run_testbenches, seeded
 
 TINY = preset("tiny")                       # 3 x 4 PEs, 32-bit psums
@@ -84,11 +85,13 @@ class MiniPass:
                         "head": int(row == sets * R - 1), "tail": int(row == 0),
                         "filter_tag": row, "ifmap_tag": t * T + i + U * j, "psum_tag": j})
         self.active = len(self.roles)
-        # Filter GIN: per filter row (tag), the PE spad order (s, qi, pi).
+        # Filter GIN: per filter row (tag), the PE spad order (s, qi, pi); with filter lanes
+        # each tag's weights go in transfers of filter_lanes values.
         self.filter_words = [
-            {"tag": t * R + i, "data": int(w[pi, t * q + qi, i, s])}
+            {"tag": t * R + i, "data": v}
             for t in range(sets) for i in range(R)
-            for s in range(S) for qi in range(q) for pi in range(p)]
+            for v in filter_transfers(config, [int(w[pi, t * q + qi, i, s]) for s in range(S)
+                                               for qi in range(q) for pi in range(p)])]
         # Ifmap GIN: column-interleaved over all diagonals of all sets, round by round.
         self.ifmap_words = [
             {"tag": t * T + d, "data": int(x[t * q + qi, d + U * e * k, col])}
@@ -484,7 +487,8 @@ def test_f_role_wr_while_busy_lands_after_pass():
         await put_all(ctx, dut.filter_gin, mp.filter_words)
         await phase(2)(ctx)
         await put_all(ctx, dut.filter_gin,
-                      mp.filter_words + [{"tag": 50, "data": 3}] * pqs)
+                      mp.filter_words + [{"tag": 50, "data": v}
+                                         for v in filter_transfers(TINY, [3] * pqs)])
 
     async def ifm(ctx):
         await phase(1)(ctx)

@@ -16,6 +16,7 @@ from amaranth.lib import wiring
 
 from hw.config import preset
 from hw.pe import ProcessingElement
+from sim_tests.support.filters import filter_transfers
 from sim_tests.support.stream import get_n, put_all, run_testbenches, seeded
 
 
@@ -48,6 +49,7 @@ class Run:
         dw, pw = config.data_width, config.psum_width
         self.p, self.q, self.S, self.U, self.F, self.n_rows = p, q, S, U, F, n_rows
         self.shift, self.load_filter, self.psum_in_en = shift, load_filter, psum_in_en
+        self.filter_lanes = config.filter_lanes
         dlo, dhi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
         plo, phi = -(1 << (pw - 1)), (1 << (pw - 1)) - 1
         if w is None:
@@ -97,7 +99,7 @@ def simulate(config, runs, *, seed=0, stall=0.0, out_stall=None):
     sum of mac_fire, sum of mac_gated)."""
     dut = ProcessingElement(config)
     out_stall = stall if out_stall is None else out_stall
-    filt = [v for r in runs if r.load_filter for v in r.filter_words]
+    filt = [v for r in runs if r.load_filter for v in filter_transfers(config, r.filter_words)]
     ifm = [v for r in runs for v in r.ifmap_words]
     pin = [v for r in runs for v in r.psum_words]
     n_out = sum(len(r.expected) for r in runs)
@@ -167,8 +169,10 @@ def check(runs, results):
         assert fire + gated == r.macs, f"run {i}: mac_fire + mac_gated != p*q*S*F*n_rows"
 
 
-TINY = preset("tiny")           # 32-bit psums, spads 64 / 12 / 16
-EYERISS = preset("eyeriss")     # 16-bit psums, spads 224 / 12 / 24
+TINY = preset("tiny")           # 32-bit psums, spads 64 / 12 / 16, 4 filter lanes
+EYERISS = preset("eyeriss")     # 16-bit psums, spads 224 / 12 / 24, 4 filter lanes
+TINY1 = TINY.replace(filter_lanes=1)        # one filter value per transfer (fpga preset)
+EYERISS1 = EYERISS.replace(filter_lanes=1)
 
 CASES = [
     # (config, p, q, S, U)
@@ -185,12 +189,16 @@ CASES = [
     (TINY, 1, 2, 2, 3),
     (TINY.replace(zero_gating=False), 3, 2, 3, 1),   # no gating: every MAC fires
     (TINY.replace(zero_gating=False), 1, 1, 2, 1),
+    (TINY1, 1, 1, 1, 1),
+    (TINY1, 4, 3, 3, 1),
+    (TINY1, 2, 2, 5, 2),
+    (EYERISS1, 16, 1, 11, 4),
 ]
 
 
 @pytest.mark.parametrize("config,p,q,S,U", CASES,
                          ids=[f"p{c[1]}q{c[2]}S{c[3]}U{c[4]}" + ("" if c[0].zero_gating else "-nozg")
-                              for c in CASES])
+                              + f"-fl{c[0].filter_lanes}" for c in CASES])
 def test_pe_random_stalls(config, p, q, S, U):
     seed = 1000 * p + 100 * q + 10 * S + U
     rng = np.random.default_rng(seed)
@@ -218,7 +226,8 @@ def test_pe_heavy_backpressure():
 def overhead_bound(r):
     """Allowed busy cycles beyond the ``p*q*S*F*n_rows`` MAC cycles of a dense, unstalled run.
 
-    * ``p*q*S`` filter-load cycles when ``load_filter`` (1 word/cycle; ifmap loading overlaps);
+    * ``ceil(p*q*S / filter_lanes)`` filter-load cycles when ``load_filter`` (1 transfer per
+      cycle; ifmap loading overlaps);
     * 8 cycles of fill and drain: start -> first ifmap write -> read -> first MAC (3), last MAC
       -> execute -> output FIFO (2 cycles latency) -> join register -> transfer -> busy low (5);
     * 2 cycles per row: the next row's ifmap loading waits until the current row has been read
@@ -228,16 +237,18 @@ def overhead_bound(r):
     """
     pqs = r.p * r.q * r.S
     window_io = max(0, r.U * r.q - pqs) * r.F * r.n_rows
-    return r.load_filter * pqs + 8 + 2 * r.n_rows + window_io
+    return r.load_filter * -(-pqs // r.filter_lanes) + 8 + 2 * r.n_rows + window_io
 
 
 CYCLE_CASES = [
     (TINY, 1, 1, 1, 1), (TINY, 1, 1, 3, 1), (TINY, 4, 3, 3, 1), (EYERISS, 16, 1, 11, 4),
-    (TINY, 2, 2, 5, 2), (TINY, 1, 12, 1, 1), (EYERISS, 24, 1, 1, 1), (TINY, 2, 1, 1, 3)]
+    (TINY, 2, 2, 5, 2), (TINY, 1, 12, 1, 1), (EYERISS, 24, 1, 1, 1), (TINY, 2, 1, 1, 3),
+    (TINY1, 4, 3, 3, 1), (EYERISS1, 16, 1, 11, 4)]
 
 
 @pytest.mark.parametrize("config,p,q,S,U", CYCLE_CASES,
-                         ids=[f"p{c[1]}q{c[2]}S{c[3]}U{c[4]}" for c in CYCLE_CASES])
+                         ids=[f"p{c[1]}q{c[2]}S{c[3]}U{c[4]}-fl{c[0].filter_lanes}"
+                              for c in CYCLE_CASES])
 def test_pe_cycles_dense_no_stall(config, p, q, S, U):
     """One MAC per cycle: busy cycles <= p*q*S*F*n_rows + overhead_bound (dense, no stalls)."""
     rng = np.random.default_rng(5)
@@ -281,7 +292,7 @@ def test_pe_zero_skipping_saves_cycles():
 
 def test_pe_minimal_spads_and_single_output():
     """All spads one word deep (p = q = S = 1), F = 1 and n_rows = 1 runs, stalls."""
-    config = TINY.replace(filter_spad_depth=1, ifmap_spad_depth=1, psum_spad_depth=1)
+    config = TINY1.replace(filter_spad_depth=1, ifmap_spad_depth=1, psum_spad_depth=1)
     rng = np.random.default_rng(41)
     runs = []
     for (U, F, n, sh, ld, en) in [(1, 1, 1, 0, 1, 1), (2, 1, 2, 5, 0, 0),
@@ -349,7 +360,8 @@ def test_pe_column_chain_runs_concurrently():
 
     tbs = [control, collect]
     for pe, r in zip(col.pes, rows):
-        tbs += [feeder(pe.filter_in, r.filter_words), feeder(pe.ifmap_in, r.ifmap_words)]
+        tbs += [feeder(pe.filter_in, filter_transfers(pe.config, r.filter_words)),
+                feeder(pe.ifmap_in, r.ifmap_words)]
     run_testbenches(col, *tbs, deadline_cycles=20 * rows[0].macs)
     assert got == expected
     single = rows[0].macs + overhead_bound(rows[0])

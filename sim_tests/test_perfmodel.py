@@ -62,10 +62,12 @@ def test_exact_counts(cfg, L):
         assert c["macs_gated"] == 0
     # raw ofmap: one word per `la` values of each plane
     assert c["dram_writes"] == L.N * L.M * math.ceil(L.E * L.F / la)
-    # raw ifmap planes and pre-arranged filter blocks: the data reads are exact
+    # raw ifmap planes and pre-arranged filter blocks (each tag's p*q*S values padded to
+    # whole filter-GIN transfers): the data reads are exact
     ifmap_words = L.N * L.groups * mp.n_mblocks * L.Cg * math.ceil(L.H * L.W / la)
-    filter_words = mp.n_passes * math.ceil(mp.r_sets * mp.t_sets * mp.Rc * mp.p * mp.q
-                                           * L.S / la)
+    tag_values = -(-mp.p * mp.q * L.S // cfg.filter_lanes) * cfg.filter_lanes
+    assert mp.filter_tag_values == tag_values
+    filter_words = mp.n_passes * math.ceil(mp.r_sets * mp.t_sets * mp.Rc * tag_values / la)
     assert c["dram_reads_data"] == ifmap_words + filter_words
     # command words: the whole list plus at most the 16 words prefetched past END
     assert c["dram_reads"] == c["dram_reads_data"] + c["dram_reads_commands"]

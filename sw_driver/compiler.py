@@ -185,7 +185,9 @@ def _roles(mp: Mapping) -> list[int]:
 
 
 def _filter_block(w, mp: Mapping, g, m0, c0, r0) -> np.ndarray:
-    """Filter values of one pass in filter-GIN order: tag (v, t, i), then (s, qi, pi)."""
+    """Filter values of one pass in filter-GIN order: tag (v, t, i), then (s, qi, pi); each
+    tag's ``p*q*S`` values padded with zeros to :attr:`Mapping.filter_tag_values` (whole
+    filter-GIN transfers of ``config.filter_lanes`` values)."""
     L = mp.layer
     p, q, Rc, S = mp.p, mp.q, mp.Rc, L.S
     blk = np.zeros((mp.r_sets, mp.t_sets, Rc, S, q, p), dtype=np.int64)
@@ -199,7 +201,9 @@ def _filter_block(w, mp: Mapping, g, m0, c0, r0) -> np.ndarray:
             pm, qc, rr = sub.shape[:3]
             if pm and qc and rr:
                 blk[v, t, :rr, :, :qc, :pm] = sub.transpose(2, 3, 1, 0)
-    return blk.ravel()
+    per_tag = blk.reshape(mp.r_sets * mp.t_sets * Rc, S * q * p)
+    pad = mp.filter_tag_values - per_tag.shape[1]
+    return np.pad(per_tag, ((0, 0), (0, pad))).ravel()
 
 
 def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: PlaneStore,
@@ -285,9 +289,14 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                                                  "n_words": math.ceil(len(fvals) / la),
                                                  "glb_word": fil_base}), wait=0)
                         first = cb == 0 and rc == 0
-                        filt = agu_desc([n_tags, pqs],
-                                        {"addr": [pqs, 1], "tag": [1, 0]},
-                                        base={"addr": fil_base * la})
+                        if c.filter_lanes == 1:
+                            filt = agu_desc([n_tags, pqs],
+                                            {"addr": [pqs, 1], "tag": [1, 0]},
+                                            base={"addr": fil_base * la})
+                        else:       # whole GLB words: each tag's block is word-aligned
+                            tw = mp.filter_tag_values // la
+                            filt = agu_desc([n_tags, tw], {"addr": [tw, 1], "tag": [1, 0]},
+                                            base={"addr": fil_base})
                         ifm = agu_desc(
                             [nbn, mp.n_fold, mp.W_cols, mp.r_sets, mp.n_h, mp.q],
                             {"addr": [mp.CB * pitch, e * U * L.W, 1, mp.q * pitch, L.W,

@@ -127,6 +127,12 @@ class Mapping:
 
     # -- derived ---------------------------------------------------------------------------
     @property
+    def filter_tag_values(self):
+        """GLB elements per filter tag: ``p*q*S``, padded to whole filter-GIN transfers of
+        ``config.filter_lanes`` values (:func:`_tag_values`)."""
+        return _tag_values(self.p * self.q * self.layer.S, self.config.filter_lanes)
+
+    @property
     def CB(self):
         """Channels per channel block (one pass)."""
         return self.q * self.r_sets
@@ -193,9 +199,9 @@ class Mapping:
         L = self.layer
         nbn = self.nb if nbn is None else nbn
         n_tags = self.r_sets * self.t_sets * self.Rc
-        fil_w = WHAT_IF.get("filter_gin_per_cycle", 1)
+        fil_w = WHAT_IF.get("filter_gin_per_cycle", self.config.filter_lanes)
         gon_w = WHAT_IF.get("gon_per_cycle", 1)
-        load = math.ceil(n_tags * self.p * self.q * L.S / fil_w)
+        load = n_tags * math.ceil(self.p * self.q * L.S / fil_w)
         window = max(self.p * self.q * L.S, math.ceil(self.p * self.e * self.t_sets / gon_w),
                      self.ifmap_gin_per_window)
         compute = nbn * self.n_fold * L.F * window
@@ -219,7 +225,7 @@ class Mapping:
         ifmap_words = per_block * self.n_mblocks * self.n_cblocks * math.ceil(
             self.nb * self.CB * self.plane_pitch / la)
         filter_words = self.n_passes * math.ceil(
-            self.r_sets * self.t_sets * self.Rc * self.p * self.q * L.S / la)
+            self.r_sets * self.t_sets * self.Rc * self.filter_tag_values / la)
         store_values = per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
         return self.predicted_cycles() + ifmap_words + filter_words + store_values
 
@@ -234,7 +240,7 @@ class Mapping:
         ifmap_words = per_block * self.n_mblocks * self.n_cblocks * math.ceil(
             self.nb * self.CB * self.plane_pitch / la)
         filter_words = self.n_passes * math.ceil(
-            self.r_sets * self.t_sets * self.Rc * self.p * self.q * L.S / la)
+            self.r_sets * self.t_sets * self.Rc * self.filter_tag_values / la)
         store_words = math.ceil(per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
                                 / la)
         dram = (ifmap_words + filter_words + store_words) / rate
@@ -278,6 +284,12 @@ class Mapping:
         return "\n".join(lines)
 
 
+def _tag_values(pqs: int, filter_lanes: int) -> int:
+    """GLB elements of one filter tag's block: ``pqs`` rounded up to a multiple of
+    ``filter_lanes`` (with lanes, a tag's block is whole GLB words, read word by word)."""
+    return math.ceil(pqs / filter_lanes) * filter_lanes
+
+
 def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers=1):
     """Bank-aligned GLB regions (``buffers`` copies of each), or None when they do not fit.
 
@@ -288,7 +300,7 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers
     pitch = math.ceil(layer.H * layer.W / la) * la
     n_tags = r_sets * t_sets * Rc
     words = {
-        "filter": math.ceil(n_tags * p * q * layer.S / la),
+        "filter": math.ceil(n_tags * _tag_values(p * q * layer.S, config.filter_lanes) / la),
         "bias": p * t_sets,
         "ifmap": nb * q * r_sets * pitch // la,
         "psum": math.ceil(nb * p * t_sets * e * n_fold * layer.F / lp),

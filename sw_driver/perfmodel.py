@@ -37,7 +37,8 @@ model of the hardware. Which command waits for what is read from each command he
   5-stage pipeline, the RLC encoder or raw packer stalls while its output word waits for the
   DRAM write register (word boundaries from the real ofmap values).
 * PASS (``hw.pass_engine``, ``hw.array``, ``hw.pe``): a recurrence over *(psum chain, ofmap
-  window)*: the filter GIN loads tag after tag at one word per cycle and a chain head starts
+  window)*: the filter GIN loads tag after tag at one transfer (``filter_lanes`` values)
+  per cycle and a chain head starts
   when its tag is loaded; a window costs ``p`` cycles per (s, qi) iteration, 1 cycle for a
   skipped zero (zero gating: not on the first/last iteration of a window); a chain's window
   is as slow as its slowest PE; the ifmap GIN is a one-word-per-cycle server of columns of
@@ -722,6 +723,7 @@ class _StoreEngine:
 class _PassGeom:
     n_tags: int
     pqs: int
+    tag_steps: int           # filter-GIN transfers per tag: ceil(pqs / filter_lanes)
     p: int
     q: int
     S: int
@@ -761,9 +763,10 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
 
     # --- chains ------------------------------------------------------------------------
     gon_w = WHAT_IF.get("gon_per_cycle", 1)
-    fil_w = WHAT_IF.get("filter_gin_per_cycle", 1)
+    fil_w = WHAT_IF.get("filter_gin_per_cycle")
     if g.load_filter:
-        head_start = [_PASS_HEAD_START + math.ceil((tag + 1) * g.pqs / fil_w)
+        head_start = [_PASS_HEAD_START + ((tag + 1) * g.tag_steps if fil_w is None
+                                          else math.ceil((tag + 1) * g.pqs / fil_w))
                       for tag in g.head_tag]
     else:
         head_start = [_PASS_HEAD_START for _ in range(NC)]
@@ -1133,7 +1136,9 @@ class _Machine:
             head_tag.append(hd["filter_tag"])
             head_pos.append(hd["ifmap_tag"])
         # ifmap tags are numbered in burst order (set-major, then diagonal)
-        geom = _PassGeom(n_tags=f_steps // max(1, pqs) if load_filter else 0, pqs=pqs, p=p,
+        tag_steps = math.ceil(pqs / c.filter_lanes)
+        geom = _PassGeom(n_tags=f_steps // max(1, tag_steps) if load_filter else 0, pqs=pqs,
+                         tag_steps=tag_steps, p=p,
                          q=q, S=S, U=U, F=F, n_rows=n_rows, W_cols=W_cols,
                          words_per_col=words_per_col, n_chains=len(tails),
                          chain_order=chain_order, head_tag=head_tag, head_pos=head_pos,
