@@ -84,6 +84,14 @@ def test_config_validation():
         AcceleratorConfig(glb_bank_words=500)
     with pytest.raises(ValueError, match="zero_gating must be a bool"):
         AcceleratorConfig(zero_gating=1)
+    with pytest.raises(ValueError, match="filter_lanes must be 1 or 4"):
+        AcceleratorConfig(filter_lanes=2)
+    with pytest.raises(ValueError, match="filter_lanes must be 1 or 2"):
+        AcceleratorConfig(data_width=24, filter_lanes=4)
+    assert AcceleratorConfig(data_width=24, filter_lanes=2).filter_lanes == 2
+    with pytest.raises(ValueError, match="filter_spad_depth must be a multiple of filter_lanes=4"):
+        AcceleratorConfig(filter_spad_depth=222)
+    assert AcceleratorConfig(filter_spad_depth=222, filter_lanes=1).filter_lanes == 1
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         from hw.config import preset
         preset("huge")
