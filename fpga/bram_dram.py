@@ -173,7 +173,7 @@ class BramDram(wiring.Component):
         # Writes and reads both pass the register, so a read taken after a write still
         # reads the written word; a read taken in the same cycle as a write to its address
         # reads the old word (the read port is not transparent, as before the register).
-        # Yosys merges identical registers; the board build marks these (``LANE_REG_GLOB``)
+        # Yosys merges identical registers; the board build marks these (``dram_lane*``)
         # with "keep" before synthesis (``LANE_KEEP_SCRIPT``) so that each lane has its own.
         words = []
         for g in range(self.groups):

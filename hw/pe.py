@@ -76,7 +76,7 @@ class PEConfig(data.StructLayout):
     ``product_shift``
         Arithmetic right shift of each ``2*data_width``-bit product, 0..``2*data_width-1``.
     ``load_filter``
-        1: read ``p*q*S`` filter words from ``filter_in`` first; 0: reuse the spad contents
+        1: read ``p*q*S`` weights from ``filter_in`` first; 0: reuse the spad contents
         of the previous run.
     ``psum_in_en``
         1: add the psums arriving on ``psum_in``; 0: start from zero (``psum_in`` unused).
@@ -155,7 +155,9 @@ class ProcessingElement(wiring.Component):
     Micro-architecture
     ------------------
     Three single-write/single-read ``Memory`` spads: filter (``filter_spad_depth`` words,
-    weight of (pi, qi, s) at ``(s*q + qi)*p + pi``), ifmap (a circular buffer of ``q*S`` words,
+    weight of (pi, qi, s) at ``a = (s*q + qi)*p + pi``; with ``filter_lanes = L > 1`` it is
+    ``L`` banks written together, weight ``a`` in bank ``a % L`` at ``a // L``, and the bank
+    is chosen after the read by the registered lane ``a % L``), ifmap (a circular buffer of ``q*S`` words,
     ifmap value ``v = w*q + qi`` of the row at slot ``v mod (q*S)``) and psum (``p`` accumulators).
     Within an output window ``f`` the loop order is that of Eyeriss: ``for s: for qi:`` read
     ``x`` once, then ``for pi:`` ``acc[pi] (+)= (w*x) >> product_shift`` - so the filter address
@@ -185,7 +187,8 @@ class ProcessingElement(wiring.Component):
     Latency / throughput (cycles)
     -----------------------------
     One MAC per cycle sustained for any ``p >= 1`` with dense data and no stalls. A run takes
-    ``p*q*S*F*n_rows`` MAC cycles, plus ``p*q*S`` filter-load cycles when ``load_filter``
+    ``p*q*S*F*n_rows`` MAC cycles, plus ``ceil(p*q*S / filter_lanes)`` filter-load cycles
+    when ``load_filter``
     (ifmap loading overlaps it), plus 2 fill cycles (start -> ifmap write -> spad read; hidden
     behind a filter load) and 5 drain cycles (last MAC -> E1 -> E2 -> output FIFO (2) -> output
     register; ``busy`` falls after its transfer), plus at most about 2 cycles per row when

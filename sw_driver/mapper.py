@@ -191,7 +191,8 @@ class Mapping:
                          / WHAT_IF.get("ifmap_gin_per_cycle", 1))
 
     def pass_cycles(self, nbn=None) -> int:
-        """Predicted cycles of one pass: filter load over the 1-value/cycle filter GIN plus
+        """Predicted cycles of one pass: filter load over the filter GIN (``filter_lanes``
+        values per cycle, each tag's block in whole transfers) plus
         ``n_rows*F`` windows, each the longest of the PE work (``p*q*S`` MACs), the GON
         draining the window's ``p*e*t_sets`` psums at 1 psum/cycle (the GON is shared by
         all columns) and the ifmap GIN delivering the window's new columns at 1 value/cycle
