@@ -104,9 +104,11 @@ class PEArray(wiring.Component):
         is busy, or the GON output register holds a word; low means the pass is completely
         finished (every psum has left on ``gon``).
     filter_gin : In(stream.Signature(tagged_layout(filter_in_shape(config))))
-        Filter words (one value, or ``config.filter_lanes`` values: see ``hw.pe``). Delivered in ONE transfer to every active PE whose ``filter_tag`` equals
-        ``tag``; the transfer happens when all those PEs are ready (Eyeriss GIN semantics).
-        Each PE receives its ``p*q*S`` words in its spad order (see ``hw.pe``).
+        Filter words (one value, or ``config.filter_lanes`` values: see ``hw.pe``).
+        Delivered in ONE transfer to every active PE whose ``filter_tag`` equals ``tag``;
+        the transfer happens when all those PEs are ready (Eyeriss GIN semantics). Each PE
+        receives its ``p*q*S`` weights (``ceil(p*q*S / filter_lanes)`` transfers) in its
+        spad order (see ``hw.pe``).
     ifmap_gin : In(stream.Signature(tagged_layout(signed(data_width))))
         Ifmap words, the same with ``ifmap_tag`` (an ifmap row reaches a diagonal of the RS
         set: the driver gives PE ``(i, j)`` of a set ``ifmap_tag = i + U*j`` plus a set offset).
