@@ -16,16 +16,27 @@ Which PE does what is entirely in the role registers (written by the driver thro
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
-from .layouts import TAG_BITS, pe_role_layout, tagged_layout
+from .layouts import TAG_BITS, pe_role_layout, psum_bits, tagged_layout
 from .pe import PEConfig, ProcessingElement, filter_in_shape
 from .skid import SkidBuffer
 
-__all__ = ["PEArray", "role_layout"]
+__all__ = ["PEArray", "role_layout", "psum_link_shape"]
+
+
+def psum_link_shape(config: AcceleratorConfig) -> Shape:
+    """Data shape of the psum GIN and of the GON: ``signed(psum_width)`` with one psum lane
+    (``config.psum_lanes == 1``), else ``signed(64)``: a whole GLB word of ``psum_lanes``
+    lanes of ``pb = psum_bits(psum_width)`` bits (:func:`hw.layouts.psum_bits`), lane ``i``
+    (least significant first) in bits ``[i*pb, (i+1)*pb)`` holding a psum sign-extended to
+    ``pb`` bits (the GLB psum element format, so a word goes to and from the GLB as is)."""
+    if config.psum_lanes == 1:
+        return signed(config.psum_width)
+    return signed(64)
 
 
 def role_layout() -> data.StructLayout:
@@ -75,11 +86,20 @@ class PEArray(wiring.Component):
     PE ``pe = row * pe_cols + col``; row 0 is the top. Psums flow UP a column: the PE at
     ``(row + 1, col)`` feeds the PE at ``(row, col)``.
 
+    Psum lanes: in Eyeriss (JSSC 52(1), 2017, section IV-B) the GON and the psum GIN move
+    one psum per transfer. With ``L = config.psum_lanes > 1`` both are widened to one 64-bit
+    GLB word of ``L`` psums (:func:`psum_link_shape`), so that ``L`` psum chains are served
+    per cycle. A PE's ``psum_tag`` then splits into a *group* ``psum_tag >> log2(L)`` (the
+    tag carried by ``psum_gin`` and ``gon_sel``) and a *lane* ``psum_tag % L`` (the chain's
+    psum in the word). With ``L = 1`` a group is one chain and its tag is ``psum_tag``; below,
+    ``group(pe) = psum_tag >> log2(L)`` and ``lane(pe) = psum_tag % L`` cover both cases
+    (``pb = psum_bits(psum_width)``, :func:`hw.layouts.psum_bits`).
+
     Parameters
     ----------
     config : AcceleratorConfig
-        Uses ``pe_rows``, ``pe_cols``, ``data_width``, ``psum_width``, ``psum_spad_depth`` and
-        whatever :class:`~hw.pe.ProcessingElement` uses.
+        Uses ``pe_rows``, ``pe_cols``, ``data_width``, ``psum_width``, ``psum_spad_depth``,
+        ``psum_lanes`` and whatever :class:`~hw.pe.ProcessingElement` uses.
     out_fifo_depth : int
         Passed to every :class:`~hw.pe.ProcessingElement`.
 
@@ -112,20 +132,28 @@ class PEArray(wiring.Component):
     ifmap_gin : In(stream.Signature(tagged_layout(signed(data_width))))
         Ifmap words, the same with ``ifmap_tag`` (an ifmap row reaches a diagonal of the RS
         set: the driver gives PE ``(i, j)`` of a set ``ifmap_tag = i + U*j`` plus a set offset).
-    psum_gin : In(stream.Signature(tagged_layout(signed(psum_width))))
-        Input psums, the same with ``psum_tag``, matching active chain HEADS only; they feed the
-        heads' ``psum_in`` and are used only when ``cfg.psum_in_en`` (a head started with
-        ``psum_in_en = 0`` is never ready: do not send it psums).
+    psum_gin : In(stream.Signature(tagged_layout(psum_link_shape(config))))
+        Input psums for active chain HEADS only; they feed the heads' ``psum_in`` and are
+        used only when ``cfg.psum_in_en`` (a head started with ``psum_in_en = 0`` is never
+        ready: do not send it psums). A word with tag ``g`` is delivered in ONE transfer
+        (when all its targets are ready) to every active head with ``group == g``; each
+        takes lane ``lane(pe)`` of ``data`` (its low ``psum_width`` bits). With ``L = 1``
+        this is the other GINs' rule with ``psum_tag`` (``data`` is the psum itself); with
+        ``L > 1`` lanes that no head takes are ignored.
     gin_dropped : Out(range(4))
         Number of GIN words (0..3, one per GIN) that matched no PE and were dropped this
         cycle; add it to a counter. Combinational from the GIN registers.
     gon_sel : In(stream.Signature(unsigned(TAG_BITS)))
-        One tag per wanted psum: the GON takes the next ``psum_out`` word of the active TAIL
-        whose ``psum_tag`` equals the tag and emits it on ``gon`` (one psum per sel, in sel
-        order). A sel that matches no tail waits forever (driver error).
-    gon : Out(stream.Signature(signed(psum_width)))
-        The selected psums; registered (2-entry skid buffer), ``valid`` independent of
-        ``ready``.
+        One tag ``g`` per wanted GON word; it selects every active TAIL with ``group == g``
+        (with ``L = 1`` the one tail whose ``psum_tag`` is ``g``). The transfer waits until
+        EVERY selected tail has a ``psum_out`` word, then takes one psum from each of them in
+        the same cycle and emits one word on ``gon`` (one word per sel, in sel order). A sel
+        that matches no tail waits forever (driver error).
+    gon : Out(stream.Signature(psum_link_shape(config)))
+        The selected psums: with ``L = 1`` the psum itself; with ``L > 1`` a word holding in
+        lane ``lane(pe)`` the psum of each selected tail, sign-extended to ``pb`` bits, and
+        0 in the lanes of no selected tail. Registered (2-entry skid buffer), ``valid``
+        independent of ``ready``.
     mac_count : Out(range(num_pes + 1))
         Registered: number of PEs whose ``mac_fire`` was high in the previous cycle.
     gated_count : Out(range(num_pes * psum_spad_depth + 1))
@@ -141,12 +169,16 @@ class PEArray(wiring.Component):
         its links are used. An inactive PE is never started nor matched.
     ``filter_tag``, ``ifmap_tag``
         Multicast IDs of the filter and ifmap GINs.
+    ``psum_tag``
+        Psum GIN / GON ID of a chain head / tail: group ``psum_tag >> log2(L)``, lane
+        ``psum_tag % L`` (see *Psum lanes* above).
     ``head``
         First (bottom) PE of a psum chain: its ``psum_in`` comes from ``psum_gin`` (tag
-        ``psum_tag``) when ``cfg.psum_in_en``, else it starts from zero.
+        ``group(pe)``, lane ``lane(pe)``) when ``cfg.psum_in_en``, else it starts from zero.
     ``tail``
-        Last (top) PE of a chain: its ``psum_out`` goes to the GON, selected by ``psum_tag``.
-        A PE may be both head and tail (a chain of one PE).
+        Last (top) PE of a chain: its ``psum_out`` goes to the GON, selected by
+        ``group(pe)`` into lane ``lane(pe)``. A PE may be both head and tail (a chain of one
+        PE).
     non-head active PE at ``(r, c)``
         Adds, psum by psum, the ``psum_out`` of PE ``(r + 1, c)`` (vertical link).
     non-tail active PE at ``(r, c)``
@@ -157,17 +189,20 @@ class PEArray(wiring.Component):
     1. Every active non-head PE ``(r, c)`` has ``r < pe_rows - 1`` and PE ``(r + 1, c)`` is
        active and not a tail; every active non-tail PE ``(r, c)`` has ``r > 0`` and PE
        ``(r - 1, c)`` is active and not a head. (Chains are contiguous runs of a column.)
-    2. The ``psum_tag`` of the active tails are distinct (the GON select is one-hot).
+    2. The ``psum_tag`` of the active tails are distinct (the GON select is one-hot per
+       lane), and likewise those of the active heads.
     3. Every active PE receives exactly its words: ``p*q*S`` filter words when
-       ``load_filter``, ``n_rows * ((F-1)*U + S) * q`` ifmap words, and a head
-       ``F*p*n_rows`` psums when ``psum_in_en``; ``gon_sel`` names every tail exactly
-       ``F*p*n_rows`` times.
+       ``load_filter`` (``ceil(p*q*S / filter_lanes)`` transfers),
+       ``n_rows * ((F-1)*U + S) * q`` ifmap words, and a head ``F*p*n_rows`` psum-GIN words
+       of its group when ``psum_in_en``; ``gon_sel`` names every tail GROUP exactly
+       ``F*p*n_rows`` times (with ``L = 1``: every tail).
     4. Stream orders keep every matched group able to progress together: a GIN word waits for
-       ALL its targets, and the spads are small, so streams must interleave the targets, e.g.
-       ifmap words column by column across all diagonals (``for w: for tag: for qi``) and
-       ``gon_sel``/``psum_gin`` output by output across the chains (``for f: for chain: for
-       pi``). Sending one whole row after another deadlocks (a PE waiting on a later word
-       blocks a word shared with another PE).
+       ALL its targets (and a GON word for all the tails of its group), and the spads are
+       small, so streams must interleave the targets, e.g. ifmap words column by column
+       across all diagonals (``for w: for tag: for qi``) and ``gon_sel``/``psum_gin`` output
+       by output across the chain groups (``for f: for chain group: for pi``; with ``L = 1``
+       a group is one chain). Sending one whole row after another deadlocks (a PE waiting on
+       a later word blocks a word shared with another PE).
     5. Roles are written only while idle (enforced: ``role_wr.ready = ~busy``; a word accepted
        in the same cycle as ``start`` applies to that pass). GIN words that arrive before the
        roles are set are matched against the roles of that moment (and may be dropped).
@@ -177,19 +212,24 @@ class PEArray(wiring.Component):
     Each GIN and ``gon_sel`` has a 2-entry input skid buffer, so the data/tag broadcast to all
     PEs starts from flops and every input ``ready`` is a flop. The tag compare with the role
     registers (flops) and the "all matching targets ready" AND-reduction are combinational
-    (a PE's ``ready`` depends only on its registered state, never on its ``valid``). The GON is
+    (a PE's ``ready`` depends only on its registered state, never on its ``valid``); with
+    ``L > 1`` each head's lane is picked by a mux on its ``psum_tag`` register. The GON is
     a one-hot AND-OR mux over all PEs' ``psum_out`` (select = active tail with matching
-    ``psum_tag``) into a 2-entry output register. ``start``/``cfg`` are registered once before
-    the fan-out to the PEs. Vertical links connect neighbouring PEs directly (``psum_out`` is
-    registered inside the PE and ``psum_in.ready`` depends on registered state only). The
-    performance sums are balanced adder trees into registers. Latency: start -> PE start 1
-    cycle; GIN input -> PE 1 cycle; tail ``psum_out`` -> ``gon`` 1 cycle.
+    ``psum_tag``) into a 2-entry output register; with ``L > 1`` it is one such OR-tree
+    per lane (select = active tail of the sel'd group in that lane), and the source is
+    valid when some tail is selected and every selected tail's ``psum_out.valid`` is high
+    (an AND-reduction like the GINs' all-ready; ``psum_out.valid`` is a PE flop).
+    ``start``/``cfg`` are registered once before the fan-out to the PEs. Vertical links
+    connect neighbouring PEs directly (``psum_out`` is registered inside the PE and
+    ``psum_in.ready`` depends on registered state only). The performance sums are balanced
+    adder trees into registers. Latency: start -> PE start 1 cycle; GIN input -> PE 1 cycle;
+    tail ``psum_out`` -> ``gon`` 1 cycle (for any ``L``).
     """
 
     def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 7):
         self._config = config
         self._out_fifo_depth = out_fifo_depth
-        dw, pw, n = config.data_width, config.psum_width, config.num_pes
+        dw, n = config.data_width, config.num_pes
         super().__init__({
             "role_wr": In(stream.Signature(pe_role_layout())),
             "role_error": Out(1),
@@ -199,10 +239,10 @@ class PEArray(wiring.Component):
             "busy": Out(1),
             "filter_gin": In(stream.Signature(tagged_layout(filter_in_shape(config)))),
             "ifmap_gin": In(stream.Signature(tagged_layout(signed(dw)))),
-            "psum_gin": In(stream.Signature(tagged_layout(signed(pw)))),
+            "psum_gin": In(stream.Signature(tagged_layout(psum_link_shape(config)))),
             "gin_dropped": Out(range(4)),
             "gon_sel": In(stream.Signature(unsigned(TAG_BITS))),
-            "gon": Out(stream.Signature(signed(pw))),
+            "gon": Out(stream.Signature(psum_link_shape(config))),
             "mac_count": Out(range(n + 1)),
             "gated_count": Out(range(n * config.psum_spad_depth + 1)),
             "stall": Out(1),
@@ -217,6 +257,10 @@ class PEArray(wiring.Component):
         c = self._config
         rows, cols, n = c.pe_rows, c.pe_cols, c.num_pes
         dw, pw = c.data_width, c.psum_width
+        # Psum lanes: L psums of pb bits per psum-GIN / GON word; tag = group << lb | lane.
+        L, pb = c.psum_lanes, psum_bits(pw)
+        lb = L.bit_length() - 1
+        link = psum_link_shape(c)
 
         pes = []
         for r in range(rows):
@@ -274,15 +318,25 @@ class PEArray(wiring.Component):
         # can take it (their ready is a flop); each row then delivers it on its own. So no
         # path runs from a PE's ready through the whole array, and each broadcast net drives
         # one row's PEs (on the ECP5-85F the array-wide GIN nets were the most congested).
-        def gin(name, src, shape, field, targets, head_only=False):
+        def gin(name, src, shape, field, targets, head_only=False, lanes=1, lane_bits=0):
             """Deliver ``src`` to ``targets[k]`` (a stream In port of PE k) for each PE whose
-            role ``field`` matches the tag; returns the dropped strobe."""
+            role ``field`` matches the tag; returns the dropped strobe. With ``lanes > 1``
+            (a power of two) the tag matches ``field >> log2(lanes)`` and PE k takes lane
+            ``field % lanes`` (``lane_bits`` wide) of the data, truncated to its port."""
             layout = tagged_layout(shape)
             valid, payload, fire = _input_stage(m, name, src, layout)
+            shift = lanes.bit_length() - 1
 
             def selected(k, tag):
-                sel = roles[k].active & (getattr(roles[k], field) == tag)
+                key = getattr(roles[k], field)
+                sel = roles[k].active & ((key >> shift if lanes > 1 else key) == tag)
                 return sel & roles[k].head if head_only else sel
+
+            def data_for(k, data):
+                if lanes == 1:
+                    return data
+                lane = getattr(roles[k], field)[:shift]           # a role flop: static mux
+                return data.as_unsigned().word_select(lane, lane_bits)
 
             row_ready = []
             for r in range(rows):
@@ -302,7 +356,7 @@ class PEArray(wiring.Component):
                 ]
                 for i, k in enumerate(ks):
                     m.d.comb += [targets[k].valid.eq(rfire & match[i]),
-                                 targets[k].payload.eq(rpayload.data)]
+                                 targets[k].payload.eq(data_for(k, rpayload.data))]
             m.d.comb += fire.eq(valid & Cat(row_ready).all())
             # A word no PE takes is counted once, when the central stage hands it on.
             any_match = Signal(name=f"{name}_any_match")
@@ -324,29 +378,49 @@ class PEArray(wiring.Component):
             m.d.comb += [pe.ifmap_in.valid.eq(v), pe.ifmap_in.payload.eq(pl),
                          take_k.eq(v & pe.ifmap_in.ready)]
         drop_i = gin("ifmap_gin", self.ifmap_gin, signed(dw), "ifmap_tag", ifmap_skid_in)
-        # psum GIN targets are per-PE proxies, muxed with the vertical links below.
+        # psum GIN targets are per-PE proxies, muxed with the vertical links below. With psum
+        # lanes a word feeds every head of a group, each from its own lane (low pw bits).
         head_in = [stream.Signature(signed(pw)).create(path=(f"head_in_{k}",))
                    for k in range(n)]
-        drop_p = gin("psum_gin", self.psum_gin, signed(pw), "psum_tag", head_in,
-                     head_only=True)
+        drop_p = gin("psum_gin", self.psum_gin, link, "psum_tag", head_in,
+                     head_only=True, lanes=L, lane_bits=pb)
         m.d.comb += self.gin_dropped.eq(drop_f + drop_i + drop_p)
 
         # ---- GON: one-hot select over the tails, 2-entry output register -----------------
+        # With psum lanes the sel names a tail group: every selected tail must have a psum,
+        # and lane i of the word is an OR-tree over the tails whose psum_tag % L == i.
         sel_valid, sel_tag, take = _input_stage(m, "gon_sel", self.gon_sel, unsigned(TAG_BITS))
         gsel = Signal(n, name="gon_match")
         for k, role in enumerate(roles):
-            m.d.comb += gsel[k].eq(role.active & role.tail & (role.psum_tag == sel_tag))
+            key = role.psum_tag >> lb if L > 1 else role.psum_tag
+            m.d.comb += gsel[k].eq(role.active & role.tail & (key == sel_tag))
         src_valid = Signal(name="gon_src_valid")
-        src_data = Signal(pw, name="gon_src_data")
-        m.d.comb += [
-            src_valid.eq(Cat(gsel[k] & pe.psum_out.valid for k, pe in enumerate(pes)).any()),
-            src_data.eq(_tree(lambda a, b: a | b,
-                              [Mux(gsel[k], pe.psum_out.payload.as_unsigned(), 0)
-                               for k, pe in enumerate(pes)])),
-        ]
-        out_data = Signal(signed(pw), name="gon_out_data")
+        src_data = Signal(Shape.cast(link).width, name="gon_src_data")
+        if L == 1:
+            m.d.comb += [
+                src_valid.eq(Cat(gsel[k] & pe.psum_out.valid
+                                 for k, pe in enumerate(pes)).any()),
+                src_data.eq(_tree(lambda a, b: a | b,
+                                  [Mux(gsel[k], pe.psum_out.payload.as_unsigned(), 0)
+                                   for k, pe in enumerate(pes)])),
+            ]
+        else:
+            m.d.comb += src_valid.eq(
+                gsel.any() & Cat(~gsel[k] | pe.psum_out.valid for k, pe in enumerate(pes)).all())
+            for i in range(L):
+                # Sign extension to pb bits commutes with the OR (sign(a | b) = sign(a) |
+                # sign(b)), so it is applied once per lane, after the tree.
+                lane = Signal(signed(pb), name=f"gon_src_lane{i}")
+                m.d.comb += [
+                    lane.eq(_tree(lambda a, b: a | b,
+                                  [Mux(gsel[k] & (roles[k].psum_tag[:lb] == i),
+                                       pe.psum_out.payload, 0)
+                                   for k, pe in enumerate(pes)]).as_signed()),
+                    src_data[i * pb:(i + 1) * pb].eq(lane),
+                ]
+        out_data = Signal(link, name="gon_out_data")
         sk_valid = Signal(name="gon_skid_valid")
-        sk_data = Signal(signed(pw), name="gon_skid_data")
+        sk_data = Signal(link, name="gon_skid_data")
         m.d.comb += [
             take.eq(sel_valid & src_valid & ~sk_valid),
             self.gon.valid.eq(gon_out_valid),

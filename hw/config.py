@@ -29,6 +29,7 @@ _RANGES = {
     "glb_banks": (1, 256),
     "dram_width": (64, 64),
     "filter_lanes": (1, 4),
+    "psum_lanes": (1, 4),
 }
 
 
@@ -63,6 +64,16 @@ class AcceleratorConfig:
         so loading a pass's filters takes a quarter of the cycles (the analytical model put
         this at 31.50 -> 28.2 M cycles for AlexNet CONV1-5 at batch 4 on ``eyeriss``).
         ``filter_spad_depth`` must be a multiple of it.
+    psum_lanes : int
+        Psums per psum-GIN and GON transfer: 1, or a whole 64-bit GLB word
+        (``64 // psum_bits(psum_width)``: 4 for psums up to 16 bits, 2 up to 32, 1 above).
+        With ``L`` lanes the chains of a pass are numbered in groups of ``L`` (psum tag
+        ``t*e4 + j``, ``e4`` = ``e`` rounded up to a multiple of ``L``); one GON transfer
+        takes the next psum of every tail of a group and one psum-GIN transfer feeds every
+        head of a group, and the GLB holds psums ``[n][m][fold][j // L][f][j % L]``.
+        The default, 2, is a whole word of the default 32-bit psums; the analytical model
+        put the GON and psum GIN at 4 psums per cycle at 28.20 -> 21.65 M cycles for AlexNet
+        CONV1-5 at batch 4 on ``eyeriss``.
 
     Raises
     ------
@@ -85,6 +96,7 @@ class AcceleratorConfig:
     relu: bool = True
     zero_gating: bool = True
     filter_lanes: int = 4
+    psum_lanes: int = 2
 
     def __post_init__(self):
         for f in fields(self):
@@ -110,6 +122,12 @@ class AcceleratorConfig:
         if self.filter_spad_depth % self.filter_lanes:
             raise ValueError(f"filter_spad_depth must be a multiple of filter_lanes="
                              f"{self.filter_lanes}, got {self.filter_spad_depth}")
+        psum_word_lanes = 64 // (16 if self.psum_width <= 16 else 32 if self.psum_width <= 32
+                                 else 64)
+        if self.psum_lanes not in (1, psum_word_lanes):
+            raise ValueError(f"psum_lanes must be 1 or {psum_word_lanes} (psums of "
+                             f"{self.psum_width} bits per 64-bit GLB word), "
+                             f"got {self.psum_lanes}; set psum_lanes with psum_width")
         if self.glb_bank_words & (self.glb_bank_words - 1):
             raise ValueError(
                 f"glb_bank_words must be a power of two in the range "
@@ -164,12 +182,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # the 85F's 83,640; with 16-bit psums 70,320 (84%) (accelgen fpga, README). The 64 KB
     # GLB is 8 banks of 1024 words, not 16 of 512: the same 32 DP16KD, but the 4-read /
     # 2-write port crossbar shrinks from 8,133 to 4,512 LUT4s (Yosys synth_ecp5).
-    # One filter value per GIN transfer (filter_lanes=1): one spad bank per PE, no lane mux.
+    # One filter value per GIN transfer (filter_lanes=1): one spad bank per PE, no lane mux;
+    # one psum per psum-GIN / GON transfer (psum_lanes=1): no lane muxes in the array.
     "fpga": AcceleratorConfig(pe_rows=8, pe_cols=8, psum_width=16, filter_spad_depth=224,
                               ifmap_spad_depth=12, psum_spad_depth=24, glb_bank_words=1024,
-                              glb_banks=8, filter_lanes=1),
+                              glb_banks=8, filter_lanes=1, psum_lanes=1),
     # The Eyeriss chip (JSSC 2017): 12 x 14 PEs, 108 KB GLB, 16-bit psums.
-    "eyeriss": AcceleratorConfig(psum_width=16),
+    "eyeriss": AcceleratorConfig(psum_width=16, psum_lanes=4),
     # Eyeriss geometry with the more accurate 32-bit psums (DESIGN.md section 2).
     "default": AcceleratorConfig(),
 }

@@ -351,8 +351,10 @@ class StoreEngine(wiring.Component):
     config : AcceleratorConfig
         Uses ``psum_width`` (psum elements are :func:`~hw.layouts.psum_bits` wide),
         ``data_width`` (ofmap values; raw act elements are :func:`~hw.layouts.act_bits`
-        wide), ``rlc`` (the encoder is built when ``rlc`` and ``data_width <= 16``) and
-        ``relu`` (the ReLU unit is built when ``relu``).
+        wide), ``rlc`` (the encoder is built when ``rlc`` and ``data_width <= 16``),
+        ``relu`` (the ReLU unit is built when ``relu``) and ``psum_lanes`` (``L``: the GLB
+        psum layout the plane walk follows; the lane counter and row base are built only
+        when ``L > 1``).
     glb_addr_width : int
         Bits of the GLB word address on ``glb_rd``.
     outstanding : int
@@ -368,7 +370,8 @@ class StoreEngine(wiring.Component):
         High from the cycle after ``start`` until the last DRAM write was accepted.
     error : Out(1)
         Sticky until the next ``start``: the descriptor asked for a unit that was not built
-        (``rlc`` without an encoder, ``relu`` without a ReLU unit); nothing is done and
+        (``rlc`` without an encoder, ``relu`` without a ReLU unit), or has
+        ``plane_count > 0`` with ``cols == 0`` or ``fold_rows == 0``; nothing is done and
         ``busy`` never rises.
     glb_rd : Out(glb_read_signature(glb_addr_width))
         One read per psum element (and one per plane for the bias word), in order.
@@ -378,8 +381,12 @@ class StoreEngine(wiring.Component):
     Datapath
     --------
     Per plane ``k``: the bias word ``bias_word + k`` (when ``bias_en``; its low
-    ``psum_width`` bits), then psum element ``glb_elem + k * glb_pitch + i`` for each
-    ``i < plane_count``: ``acc = (psum + bias) mod 2**psum_width`` (signed) ->
+    ``psum_width`` bits), then for each ``i < plane_count`` (``y = i // cols``,
+    ``x = i % cols``, ``fold = y // fold_rows``, ``j = y % fold_rows``, ``L = psum_lanes``)
+    psum element ``glb_elem + k * glb_pitch + fold * fold_pitch + (j // L) * (L * cols) +
+    x * L + j % L`` (the ``[fold][j // L][f][j % L]`` layout; contiguous
+    ``glb_elem + k * glb_pitch + i`` when ``L == 1`` and ``fold_pitch == fold_rows * cols``):
+    ``acc = (psum + bias) mod 2**psum_width`` (signed) ->
     :class:`~hw.postproc.Requantize` (``output_shift``, must be < ``psum_width``) ->
     :class:`~hw.postproc.ReLU` (``relu``) -> :class:`~hw.rlc.RLCEncoder` (``rlc``; one
     stream per plane) or raw packing (``lanes(act_bits)`` values per word, lane 0 first, the
@@ -391,6 +398,17 @@ class StoreEngine(wiring.Component):
     psums. Pipeline: GLB read (1 cycle), Requantize (1), ReLU (1), encoder/packer (1),
     DRAM write register (1). Each psum element is read with its own GLB read.
     ``plane_count == 0`` or ``n_planes == 0``: nothing is read or written.
+
+    Address walk: counters and adders only (no multiplier), one element address per cycle
+    whatever the layout (so the cycle counts above hold for ``L > 1`` too): a down-counter
+    of the elements left in the row (``cols``), one of the rows left in the fold
+    (``fold_rows``) and, when ``L > 1``, a lane counter (``j % L``). Within a row the
+    address steps by ``L``. At a row end: the next fold starts at
+    ``fold base + fold_pitch`` (fold base register) when the fold ends; with ``L == 1``
+    the next row starts at the next element; with ``L > 1`` the next row of the same lane
+    group starts at ``row base + 1`` (row base register = group base + lane), and after
+    lane ``L - 1`` the next group starts at the next element (the group's last element
+    is ``group base + L * cols - 1``).
     """
 
     def __init__(self, config: AcceleratorConfig, glb_addr_width: int, *, outstanding: int = 4):
@@ -434,6 +452,14 @@ class StoreEngine(wiring.Component):
         rq_left = Signal(24)                        # elements of this plane still to read
         rq_bias = Signal()                          # bias word of this plane not read yet
         rq_bias_addr = Signal(ELEM_ADDR_BITS)
+        # plane walk over the [fold][j // L][f][j % L] layout (see the class docstring)
+        n_pl = cfg.psum_lanes                       # L
+        rq_x = Signal(16)                           # elements left in this row
+        rq_j = Signal(16)                           # rows left in this fold
+        rq_fold = Signal(ELEM_ADDR_BITS)            # fold base
+        if n_pl > 1:
+            rq_lane = Signal(range(n_pl))           # j % L
+            rq_row = Signal(ELEM_ADDR_BITS)         # row base = group base + lane
         tag_in = Signal(tag_layout)
         rq_fire = Signal()
         m.d.comb += [
@@ -452,18 +478,44 @@ class StoreEngine(wiring.Component):
         with m.If(rq_fire):
             with m.If(rq_bias):
                 m.d.sync += [rq_bias.eq(0), rq_bias_addr.eq(rq_bias_addr + 1)]
-            with m.Elif(rq_left == 1):
+            with m.Elif(rq_left == 1):               # plane end
+                next_plane = rq_base + d.glb_pitch
                 m.d.sync += [
                     rq_planes.eq(rq_planes - 1),
-                    rq_base.eq(rq_base + d.glb_pitch),
-                    rq_elem.eq(rq_base + d.glb_pitch),
+                    rq_base.eq(next_plane),
+                    rq_elem.eq(next_plane),
+                    rq_fold.eq(next_plane),
                     rq_left.eq(d.plane_count),
                     rq_bias.eq(d.bias_en),
+                    rq_x.eq(d.cols),
+                    rq_j.eq(d.fold_rows),
                 ]
+                if n_pl > 1:
+                    m.d.sync += [rq_row.eq(next_plane), rq_lane.eq(0)]
                 with m.If(rq_planes == 0):
                     m.d.sync += rq_active.eq(0)
             with m.Else():
-                m.d.sync += [rq_elem.eq(rq_elem + 1), rq_left.eq(rq_left - 1)]
+                m.d.sync += [rq_left.eq(rq_left - 1), rq_x.eq(rq_x - 1)]
+                with m.If(rq_x == 1):                   # row end
+                    m.d.sync += [rq_x.eq(d.cols), rq_j.eq(rq_j - 1)]
+                    with m.If(rq_j == 1):               # fold end
+                        next_fold = rq_fold + d.fold_pitch
+                        m.d.sync += [rq_j.eq(d.fold_rows), rq_fold.eq(next_fold),
+                                     rq_elem.eq(next_fold)]
+                        if n_pl > 1:
+                            m.d.sync += [rq_row.eq(next_fold), rq_lane.eq(0)]
+                    if n_pl > 1:
+                        with m.Elif(rq_lane == n_pl - 1):   # next lane group
+                            m.d.sync += [rq_elem.eq(rq_elem + 1), rq_row.eq(rq_elem + 1),
+                                         rq_lane.eq(0)]
+                        with m.Else():                  # next row of the group
+                            m.d.sync += [rq_elem.eq(rq_row + 1), rq_row.eq(rq_row + 1),
+                                         rq_lane.eq(rq_lane + 1)]
+                    else:
+                        with m.Else():                  # next row
+                            m.d.sync += rq_elem.eq(rq_elem + 1)
+                with m.Else():
+                    m.d.sync += rq_elem.eq(rq_elem + n_pl)
 
         # -- responses: bias register, psum + bias -> Requantize -------------------------------
         rq = m.submodules.requantize = Requantize(pw, dw)
@@ -573,6 +625,9 @@ class StoreEngine(wiring.Component):
             unsupported = unsupported | self.desc.rlc
         if not self.has_relu:
             unsupported = unsupported | self.desc.relu
+        # a plane walk without rows or folds would never end a row: rejected
+        unsupported = unsupported | ((self.desc.plane_count != 0) &
+                                     ((self.desc.cols == 0) | (self.desc.fold_rows == 0)))
         with m.If(~running & self.start):
             m.d.sync += [d.eq(self.desc), self.error.eq(unsupported)]
             with m.If(~unsupported):
@@ -583,6 +638,9 @@ class StoreEngine(wiring.Component):
                     rq_planes.eq(self.desc.n_planes - 1),
                     rq_base.eq(self.desc.glb_elem),
                     rq_elem.eq(self.desc.glb_elem),
+                    rq_fold.eq(self.desc.glb_elem),
+                    rq_x.eq(self.desc.cols),
+                    rq_j.eq(self.desc.fold_rows),
                     rq_left.eq(self.desc.plane_count),
                     rq_bias.eq(self.desc.bias_en),
                     rq_bias_addr.eq(self.desc.bias_word),
@@ -591,6 +649,8 @@ class StoreEngine(wiring.Component):
                     wr_base.eq(self.desc.dram_addr),
                     planes_left.eq(self.desc.n_planes),
                 ]
+                if n_pl > 1:
+                    m.d.sync += [rq_row.eq(self.desc.glb_elem), rq_lane.eq(0)]
         with m.If(running & (planes_left == 0) & ~wr.valid):
             m.d.sync += running.eq(0)
 

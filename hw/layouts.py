@@ -137,13 +137,25 @@ def load_desc_layout() -> data.StructLayout:
 def store_desc_layout() -> data.StructLayout:
     """STORE engine descriptor (GLB psums -> ofmap in DRAM).
 
-    For plane k in 0..n_planes-1 and i in 0..plane_count-1: read psum element
-    ``glb_elem + k * glb_pitch + i`` (psum elements, :func:`psum_bits`), add the bias (GLB word
-    ``bias_word + k``, sign-extended 64-bit, when ``bias_en``), wrap to ``psum_width``,
-    requantise with ``output_shift`` (round half up, saturate; DESIGN.md section 2), apply
-    ReLU when ``relu``, then write plane k to DRAM from word ``dram_addr + k * dram_pitch``:
-    RLC-encoded when ``rlc`` (one stream per plane, DESIGN.md section 3), else packed raw
-    (act elements, the last word of a plane zero-filled).
+    For plane k in 0..n_planes-1 and i in 0..plane_count-1 (in this order), with
+    ``y = i // cols``, ``x = i % cols``, ``fold = y // fold_rows``, ``j = y % fold_rows`` and
+    ``L`` = ``AcceleratorConfig.psum_lanes``: read psum element (:func:`psum_bits`)
+
+        ``glb_elem + k * glb_pitch + fold * fold_pitch + (j // L) * (L * cols) + x * L + j % L``
+
+    i.e. the GLB psum layout ``[fold][j // L][f][j % L]`` of one ofmap plane, output row
+    ``y = fold * fold_rows + j``, column ``x`` (``cols`` = F, ``fold_rows`` = e). With
+    ``L == 1`` and ``fold_pitch == fold_rows * cols`` this is ``glb_elem + k * glb_pitch + i``
+    (a contiguous plane). The walk ends after ``plane_count`` elements, so a partial last
+    fold or lane group just ends. When ``plane_count > 0`` the driver must give
+    ``cols >= 1`` and ``fold_rows >= 1`` (the engine rejects the descriptor otherwise:
+    ``error``, nothing is done).
+
+    Add the bias (GLB word ``bias_word + k``, sign-extended 64-bit, when ``bias_en``), wrap
+    to ``psum_width``, requantise with ``output_shift`` (round half up, saturate; DESIGN.md
+    section 2), apply ReLU when ``relu``, then write plane k to DRAM from word
+    ``dram_addr + k * dram_pitch``: RLC-encoded when ``rlc`` (one stream per plane, DESIGN.md
+    section 3), else packed raw (act elements, the last word of a plane zero-filled).
     """
     return data.StructLayout({
         "glb_elem": unsigned(ELEM_ADDR_BITS),
@@ -157,6 +169,9 @@ def store_desc_layout() -> data.StructLayout:
         "output_shift": unsigned(7),
         "relu": 1,
         "rlc": 1,
+        "cols": unsigned(16),
+        "fold_rows": unsigned(16),
+        "fold_pitch": unsigned(ELEM_ADDR_BITS),
     })
 
 
@@ -171,6 +186,8 @@ def pass_desc_layout() -> data.StructLayout:
     - ``psum_in`` AGU (used when ``psum_in_en``): psum elements; tag selects chain heads.
     - ``psum_out`` AGU: where each GON psum is written (psum elements); its tag selects the
       chain tail the next psum is taken from (the GON collects in this order).
+    - With ``config.psum_lanes = L > 1`` both psum AGUs address whole GLB words of ``L``
+      psums and their tag selects a group of ``L`` chain heads / tails (``hw.array``).
     """
     return data.StructLayout({
         "p": unsigned(8), "q": unsigned(8), "S": unsigned(8), "U": unsigned(4),

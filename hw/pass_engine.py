@@ -6,9 +6,11 @@ generator (``hw.agu.AGU``) walking the GLB in the order the driver chose:
 - filter GIN:  AGU -> ElementReader (act elements, or whole GLB words of ``filter_lanes``
                values) -> ``array.filter_gin`` (tag = filter row)
 - ifmap GIN:   AGU -> ElementReader (zero padding)  -> ``array.ifmap_gin`` (tag = diagonal)
-- psum GIN:    AGU -> ElementReader (psum elements) -> ``array.psum_gin``  (tag = chain head)
-- GON:         AGU -> tag to ``array.gon_sel`` (which chain tail) and address to the
-               ElementWriter, which joins it with ``array.gon`` and writes the GLB.
+- psum GIN:    AGU -> ElementReader (psum elements, or whole GLB words of ``psum_lanes``
+               psums) -> ``array.psum_gin``  (tag = chain head, or a group of heads)
+- GON:         AGU -> tag to ``array.gon_sel`` (which chain tail, or group of tails) and
+               address to the ElementWriter, which joins it with ``array.gon`` and writes
+               the GLB (one psum element, or one whole word of ``psum_lanes`` psums).
 
 Starting the engine starts every active PE and the AGUs together; it is busy until every PE
 is idle and the last psum has been written to the GLB.
@@ -22,7 +24,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .agu import AGU, ElementReader, ElementWriter
-from .array import PEArray
+from .array import PEArray, psum_link_shape
 from .config import AcceleratorConfig
 from .glb import glb_read_signature, glb_write_layout
 from .layouts import (act_bits, agu_step_layout, pass_desc_layout, pe_role_layout,
@@ -117,9 +119,12 @@ class PassEngine(wiring.Component):
         # GIN feeders: GLB element reads, then (data, tag) to the array.
         # With filter lanes the filter walk steps over whole GLB words (64-bit elements).
         fbits = act_bits(dw) if cfg.filter_lanes == 1 else 64
+        # With psum lanes both psum walks step over whole GLB words (64-bit elements).
+        pbits = psum_bits(pw) if cfg.psum_lanes == 1 else 64
+        pshape = psum_link_shape(cfg)
         feeders = (("filter", fbits, filter_in_shape(cfg), self.filter_rd, array.filter_gin),
                    ("ifmap", act_bits(dw), signed(dw), self.ifmap_rd, array.ifmap_gin),
-                   ("psum_in", psum_bits(pw), signed(pw), self.psum_rd, array.psum_gin))
+                   ("psum_in", pbits, pshape, self.psum_rd, array.psum_gin))
         readers = []
         for name, bits, shape, glb_port, gin in feeders:
             rd = ElementReader(bits, shape, aw)
@@ -132,7 +137,7 @@ class PassEngine(wiring.Component):
 
         # GON: each psum_out step names the chain tail to collect from (tag) and where the
         # psum goes (addr). The step is forked to gon_sel and to the writer's address FIFO.
-        m.submodules.wr_psum = wr = ElementWriter(psum_bits(pw), signed(pw), aw)
+        m.submodules.wr_psum = wr = ElementWriter(pbits, pshape, aw)
         m.submodules.step_fifo = step_fifo = SyncFIFOBuffered(
             width=agu_step_layout().size, depth=8)
         po = agus["psum_out"].o

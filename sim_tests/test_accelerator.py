@@ -84,7 +84,7 @@ def test_groups_and_fc(acc):
 
 
 def test_extreme_values_wrap_and_saturate():
-    cfg = TINY.replace(psum_width=16)
+    cfg = TINY.replace(psum_width=16, psum_lanes=4)
     acc16 = Accelerator(cfg)
     rng = np.random.default_rng(9)
     x = rng.choice([-32768, 32767, 0, 1, -1], size=(1, 2, 6, 6)).astype(np.int16)

@@ -24,6 +24,7 @@ from sw_driver import golden
 from sim_tests.support.stream import run_testbenches
 
 TINY = preset("tiny")          # 8 banks x 256 words = 2048 GLB words
+TINY1 = TINY.replace(psum_lanes=1)     # contiguous GLB psum planes (no psum lanes)
 MASK64 = (1 << 64) - 1
 
 
@@ -473,10 +474,32 @@ def test_load_rlc_without_decoder_is_rejected():
 # -- StoreEngine -----------------------------------------------------------------------------
 
 def store_desc(**kw):
+    """A STORE descriptor. ``cols``, ``fold_rows`` and ``fold_pitch`` default to 0, so a
+    descriptor with ``plane_count > 0`` must give its plane geometry (else it is rejected)."""
     d = dict(glb_elem=0, glb_pitch=0, n_planes=0, plane_count=0, dram_addr=0, dram_pitch=0,
-             bias_word=0, bias_en=0, output_shift=0, relu=0, rlc=0)
+             bias_word=0, bias_en=0, output_shift=0, relu=0, rlc=0, cols=0, fold_rows=0,
+             fold_pitch=0)
     d.update(kw)
     return d
+
+
+def psum_offset(i, cols, fold_rows, fold_pitch, L):
+    """Element offset of value ``i`` of a plane in the GLB psum layout
+    ``[fold][j // L][f][j % L]`` (``hw.layouts.store_desc_layout``), from (y, x)."""
+    y, x = divmod(i, cols)
+    fold, j = divmod(y, fold_rows)
+    return fold * fold_pitch + (j // L) * (L * cols) + x * L + j % L
+
+
+def contiguous_geometry(count):
+    """(cols, fold_rows, fold_pitch) describing a contiguous plane of ``count`` elements
+    with L = 1: rows of about sqrt(count) elements (the last row may be partial), folds of
+    3 rows (the last fold may be partial), so the row and fold counters are exercised.
+    ``count == 0``: all zero (allowed: nothing is read)."""
+    if count == 0:
+        return 0, 0, 0
+    cols = max(1, round(count ** 0.5))
+    return cols, 3, 3 * cols
 
 
 def ofmap(psums, bias, shift, relu, pw, dw):
@@ -504,13 +527,24 @@ def pack_raw(values, bits):
 
 
 def make_store(config, rng, init, *, glb_elem, bias_word, n_planes, count, bias_en, shift,
-               relu, rlc, dram_addr, sparse=0.0):
+               relu, rlc, dram_addr, sparse=0.0, geometry=None):
     """Fill ``init`` (GLB words) with psums from element ``glb_elem`` on and bias words from
     ``bias_word`` on; return (desc, expected DRAM writes as {addr: word}, number of words,
-    first element after the psums)."""
+    first element after the psums). ``geometry`` = (cols, fold_rows, fold_pitch): value
+    ``i`` of plane ``k`` is stored at ``glb_elem + k * glb_pitch + psum_offset(i, ...)``
+    with ``L = config.psum_lanes`` (default: :func:`contiguous_geometry`, L must be 1)."""
     pw, dw = config.psum_width, config.data_width
     pb, ab = psum_bits(pw), act_bits(dw)
-    glb_pitch = count + rng.randrange(0, 7)
+    L = config.psum_lanes
+    if geometry is None:
+        assert L == 1
+        geometry = contiguous_geometry(count)
+    cols, fold_rows, fold_pitch = geometry
+    offsets = [psum_offset(i, cols, fold_rows, fold_pitch, L) for i in range(count)]
+    if L == 1 and fold_pitch == fold_rows * cols:
+        assert offsets == list(range(count))
+    span = max(offsets) + 1 if offsets else 0
+    glb_pitch = span + rng.randrange(0, 7)
     expect, n_words, pitch_words = {}, 0, []
     planes = []
     for k in range(n_planes):
@@ -528,7 +562,7 @@ def make_store(config, rng, init, *, glb_elem, bias_word, n_planes, count, bias_
                 ps.append(rng.randrange(-(1 << (pw - 1)), 1 << (pw - 1)))
         ps = [max(-(1 << (pw - 1)), min((1 << (pw - 1)) - 1, p)) for p in ps]
         for i, p in enumerate(ps):
-            put_elem(init, glb_elem + k * glb_pitch + i, pb, p)
+            put_elem(init, glb_elem + k * glb_pitch + offsets[i], pb, p)
         b = rng.randrange(-(1 << (pw - 1)), 1 << (pw - 1))
         if bias_en:
             init[bias_word + k] = b & MASK64                # sign-extended 64-bit word
@@ -544,15 +578,15 @@ def make_store(config, rng, init, *, glb_elem, bias_word, n_planes, count, bias_
     desc = store_desc(glb_elem=glb_elem, glb_pitch=glb_pitch, n_planes=n_planes,
                       plane_count=count, dram_addr=dram_addr, dram_pitch=pitch,
                       bias_word=bias_word, bias_en=bias_en, output_shift=shift, relu=relu,
-                      rlc=rlc)
+                      rlc=rlc, cols=cols, fold_rows=fold_rows, fold_pitch=fold_pitch)
     return desc, expect, n_words, glb_elem + glb_pitch * n_planes
 
 
 STORE_CONFIGS = {
-    "psum32": TINY,
-    "psum16": TINY.replace(psum_width=16),
-    "psum24": TINY.replace(psum_width=24),            # 32-bit elements, wrap at 24 bits
-    "data8": TINY.replace(data_width=8, psum_width=20),
+    "psum32": TINY1,
+    "psum16": TINY1.replace(psum_width=16),
+    "psum24": TINY1.replace(psum_width=24),            # 32-bit elements, wrap at 24 bits
+    "data8": TINY1.replace(data_width=8, psum_width=20),
 }
 
 
@@ -599,18 +633,139 @@ def test_store(name):
 
 def test_store_unsupported_units_rejected():
     """rlc=1 without an encoder, relu=1 without a ReLU unit: error, nothing written."""
-    config = TINY.replace(rlc=False, relu=False)
+    config = TINY1.replace(rlc=False, relu=False)
     eng = StoreEngine(config, glb_addr_width(config))
     bench = Bench(eng, config, None)
     dram = Dram({}, seed=1, wr_stall=0.0)
     stop, results = [False], []
-    descs = [store_desc(n_planes=1, plane_count=4, rlc=1),
-             store_desc(n_planes=1, plane_count=4, relu=1),
-             store_desc(n_planes=1, plane_count=4, dram_addr=7)]
+    geo = dict(cols=4, fold_rows=1, fold_pitch=4)
+    descs = [store_desc(n_planes=1, plane_count=4, rlc=1, **geo),
+             store_desc(n_planes=1, plane_count=4, relu=1, **geo),
+             store_desc(n_planes=1, plane_count=4, dram_addr=7, **geo)]
     run_testbenches(bench, controller(eng, descs, results, stop),
                     dram.writer(eng.dram_wr, stop), deadline_cycles=200)
     assert [e for _, e in results] == [1, 1, 0]
     assert dram.writes == [(7, 0)]          # GLB is all zero: one packed word of zeros
+
+
+# -- StoreEngine: psum lanes (GLB layout [fold][j // L][f][j % L]) ---------------------------
+
+LANE_CONFIGS = {
+    "psum16-L4": TINY1.replace(psum_width=16, psum_lanes=4),
+    "psum32-L2": TINY1.replace(psum_lanes=2),
+}
+
+
+def lane_geometry(F, e, L, slack):
+    """(cols, fold_rows, fold_pitch) of ofmap rows of F values in folds of e rows: a fold
+    holds ceil(e / L) lane groups of L * F elements, plus ``slack`` elements."""
+    return F, e, -(-e // L) * L * F + slack
+
+
+def glb_reads(port, stop, out):
+    """Testbench: counts the GLB read requests accepted on ``port`` into ``out[0]``."""
+    async def tb(ctx):
+        while not stop[0]:
+            _, _, v, r = await ctx.tick().sample(port.valid, port.ready)
+            out[0] += bool(v and r)
+    return tb
+
+
+@pytest.mark.parametrize("name", list(LANE_CONFIGS))
+def test_store_lanes(name):
+    """psum_lanes > 1: psums stored in the [fold][j // L][f][j % L] layout (e not a multiple
+    of L, a partial last fold, a partial last lane group, fold slack, every padding lane
+    random garbage), several planes, bias, raw and RLC, ReLU, GLB and DRAM stalls: the DRAM
+    words equal golden.rlc_encode / raw packing of the ofmap of the logical (y, x) values."""
+    config = LANE_CONFIGS[name]
+    L = config.psum_lanes
+    rng = random.Random(sum(map(ord, name)))
+    init = random_init(config, 60)
+    pw = config.psum_width
+    cmds, checked = [], set()
+    addr = 0x5000
+    elem = rng.randrange(0, 8)
+    bias_word = config.glb_words - 64
+    # (E, F, e, fold slack, bias_en, shift, relu, rlc, n_planes, sparse, count - E * F)
+    for E, F, e, slack, bias_en, shift, relu, rlc, n_planes, sparse, short in [
+            (13, 7, 5, 0, 1, pw // 2, 1, 1, 3, 0.5, 0),    # folds 5, 5, 3 rows
+            (11, 9, 3, 2, 1, 3, 0, 0, 2, 0.0, 0),          # folds 3, 3, 3, 2 rows
+            (7, 5, 6, 1, 0, 0, 0, 1, 2, 0.7, 0),           # folds 6, 1 rows
+            (5, 12, 1, 3, 1, pw - 1, 1, 0, 2, 0.3, 0),     # one row per fold, lane 0 only
+            (6, 1, 6, 0, 1, 2, 0, 0, 3, 0.0, 0),           # one column
+            (9, 4, L, 0, 1, 4, 1, 1, 1, 0.4, 0),           # full lane groups, one fold
+            (10, 6, 7, 0, 1, 5, 0, 0, 2, 0.0, 3),          # plane ends mid-row
+            (4, 3, 3, 0, 1, 2, 0, 0, 2, 0.0, 12)]:         # plane_count 0: nothing
+        count = E * F - short
+        geo = lane_geometry(F, e, L, slack)
+        desc, expect, n_words, end = make_store(
+            config, rng, init, glb_elem=elem, bias_word=bias_word, n_planes=n_planes,
+            count=count, bias_en=bias_en, shift=shift, relu=relu, rlc=rlc, dram_addr=addr,
+            sparse=sparse, geometry=geo)
+        # the layout really interleaves rows: value (y, x) at the documented element
+        for i in range(count):
+            y, x = divmod(i, F)
+            fold, j = divmod(y, e)
+            off = fold * geo[2] + (j // L) * L * F + x * L + j % L
+            assert off == psum_offset(i, *geo, L)
+            assert off not in checked
+            checked.add(off)
+        checked.clear()
+        cmds.append((desc, expect, n_words))
+        elem = end + rng.randrange(0, 5)
+        bias_word += n_planes
+        addr += 400
+    assert elem < (config.glb_words - 64) * lanes(psum_bits(pw))
+    n_values = sum(c[0]["n_planes"] * c[0]["plane_count"] for c in cmds)
+    n_bias = sum(c[0]["n_planes"] * c[0]["bias_en"] for c in cmds if c[0]["plane_count"])
+    eng = StoreEngine(config, glb_addr_width(config))
+    bench = Bench(eng, config, init)
+    dram = Dram({}, seed=61, wr_stall=0.3)
+    stop, results, reads = [False], [], [0]
+    run_testbenches(bench, controller(eng, [c[0] for c in cmds], results, stop),
+                    dram.writer(eng.dram_wr, stop), bench.staller(stop, 0.25, 62),
+                    glb_reads(eng.glb_rd.req, stop, reads), deadline_cycles=20000)
+    assert [e for _, e in results] == [0] * len(cmds)
+    expected = [(a, w) for _, exp, _ in cmds for a, w in exp.items()]
+    assert dram.writes == expected
+    assert reads[0] == n_values + n_bias             # one read per value and per bias word
+
+
+@pytest.mark.parametrize("name", ["psum32-L1", "psum16-L4"])
+def test_store_bad_geometry_rejected(name):
+    """plane_count > 0 with cols == 0 or fold_rows == 0: error at once, busy never rises,
+    no GLB read, nothing written; plane_count == 0 with cols == 0 is a no-op; a good
+    command afterwards runs normally (error cleared)."""
+    config = TINY1 if name == "psum32-L1" else LANE_CONFIGS[name]
+    L = config.psum_lanes
+    rng = random.Random(70)
+    init = random_init(config, 70)
+    good, expect, _, _ = make_store(config, rng, init, glb_elem=3, bias_word=1900,
+                                    n_planes=2, count=20, bias_en=1, shift=3, relu=0,
+                                    rlc=0, dram_addr=0x90, geometry=lane_geometry(5, 3, L, 0))
+    base = dict(good)
+    descs = [dict(base, cols=0),
+             dict(base, fold_rows=0),
+             dict(base, cols=0, fold_rows=0, fold_pitch=0),
+             dict(base, plane_count=1, cols=0),
+             dict(base, plane_count=0, cols=0, fold_rows=0),
+             good]
+    eng = StoreEngine(config, glb_addr_width(config))
+    bench = Bench(eng, config, init)
+    dram = Dram({}, seed=71, wr_stall=0.0)
+    stop, results, reads, log = [False], [], [0], []
+
+    async def between(ctx, i):
+        log.append((reads[0], len(dram.writes)))
+
+    run_testbenches(bench, controller(eng, descs, results, stop, between=between),
+                    dram.writer(eng.dram_wr, stop),
+                    glb_reads(eng.glb_rd.req, stop, reads), deadline_cycles=500)
+    assert results[:5] == [(1, 1), (1, 1), (1, 1), (1, 1), (1, 0)]
+    assert log[:5] == [(0, 0)] * 5
+    assert results[5][1] == 0
+    assert dram.writes == list(expect.items())
+    assert reads[0] == 2 * 20 + 2
 
 
 # -- throughput ------------------------------------------------------------------------------
@@ -619,8 +774,8 @@ def test_store_unsupported_units_rejected():
 def test_load_raw_throughput(latency):
     """No stalls, fixed DRAM latency: n words in n + latency + a few cycles."""
     n = 256
-    eng = LoadEngine(TINY, glb_addr_width(TINY))
-    bench = Bench(eng, TINY, None)
+    eng = LoadEngine(TINY1, glb_addr_width(TINY1))
+    bench = Bench(eng, TINY1, None)
     rng = random.Random(latency)
     mem = {0x10 + j: rng.getrandbits(64) for j in range(n)}
     dram = Dram(mem, seed=2, latency=latency, req_stall=0, resp_stall=0)
@@ -643,7 +798,7 @@ def test_load_raw_throughput(latency):
                                               (0, 1, 16)])
 def test_store_throughput(rlc, bias_en, psum):
     """No stalls: n values of one plane in n + a few cycles (raw or RLC, bias or not)."""
-    config = TINY.replace(psum_width=psum)
+    config = TINY1.replace(psum_width=psum)
     n = 240
     rng = random.Random(3)
     init = random_init(config, 3)
@@ -663,6 +818,37 @@ def test_store_throughput(rlc, bias_en, psum):
     assert cycles <= n + bias_en + 7, cycles
 
 
+@pytest.mark.parametrize("rlc,bias_en,psum,L", [(0, 0, 16, 4), (1, 1, 16, 4), (0, 1, 32, 2),
+                                                (1, 0, 32, 2)])
+def test_store_lanes_throughput(rlc, bias_en, psum, L):
+    """No stalls: the lane walk ([fold][j // L][f][j % L], e = 5 rows per fold, not a
+    multiple of L, partial last fold) takes exactly the cycles of the contiguous walk of
+    the same values with L = 1: n_planes * (n + bias_en) + 7 (measured; E = 16, F = 15)."""
+    E, F, e, n_planes = 16, 15, 5, 2
+    n = E * F
+    cycles, writes = {}, {}
+    for lanes_ in (1, L):
+        config = TINY1.replace(psum_width=psum, psum_lanes=lanes_)
+        rng = random.Random(8)
+        init = random_init(config, 8)
+        geo = lane_geometry(F, e, lanes_, 0)
+        desc, expect, _, _ = make_store(config, rng, init, glb_elem=5, bias_word=1800,
+                                        n_planes=n_planes, count=n, bias_en=bias_en, shift=4,
+                                        relu=0, rlc=rlc, dram_addr=0x77, sparse=0.0,
+                                        geometry=geo)
+        eng = StoreEngine(config, glb_addr_width(config))
+        bench = Bench(eng, config, init)
+        dram = Dram({}, seed=4, wr_stall=0.0)
+        stop, results = [False], []
+        run_testbenches(bench, controller(eng, [desc], results, stop),
+                        dram.writer(eng.dram_wr, stop), deadline_cycles=2000)
+        assert results[0][1] == 0
+        assert dram.writes == list(expect.items())
+        cycles[lanes_], writes[lanes_] = results[0][0], dram.writes
+    assert writes[L] == writes[1]                  # same values, same ofmap
+    assert cycles[L] == cycles[1] == n_planes * (n + bias_en) + 7, cycles
+
+
 def test_load_rlc_throughput():
     """No stalls, latency 4: an RLC plane of dense values decodes at one value per
     cycle; a plane change costs a few cycles only (the next plane's reads are issued when
@@ -674,8 +860,8 @@ def test_load_rlc_throughput():
     for k, p in enumerate(planes):
         for j, w in enumerate(golden.rlc_encode(p)):
             mem[k * pitch + j] = int(w)
-    eng = LoadEngine(TINY, glb_addr_width(TINY))
-    bench = Bench(eng, TINY, None)
+    eng = LoadEngine(TINY1, glb_addr_width(TINY1))
+    bench = Bench(eng, TINY1, None)
     dram = Dram(mem, seed=6, latency=4, req_stall=0, resp_stall=0)
     stop, results, out = [False], [], {}
 
@@ -705,8 +891,13 @@ def test_verilog_conversion(name):
     for port in ("dram__req__valid", "dram__resp__payload", "glb_wr__payload", "busy",
                  "rlc_error", "desc"):
         assert port in text
-    text = verilog.convert(StoreEngine(config, aw), name="store_engine", emit_src=False)
+    text = verilog.convert(StoreEngine(config.replace(psum_lanes=1), aw),
+                           name="store_engine", emit_src=False)
     assert "module store_engine" in text
     for port in ("glb_rd__req__payload", "glb_rd__resp__valid", "dram_wr__payload",
                  "busy", "error"):
         assert port in text
+    assert "rq_lane" not in text and "rq_row" not in text      # L = 1: no lane walk logic
+    config = config.replace(psum_lanes=64 // psum_bits(config.psum_width))
+    text = verilog.convert(StoreEngine(config, aw), name="store_engine", emit_src=False)
+    assert "module store_engine" in text and "rq_lane" in text and "rq_row" in text

@@ -173,7 +173,7 @@ def _roles(mp: Mapping) -> list[int]:
                         "tail": int(v == 0 and i == 0),
                         "filter_tag": (v * mp.t_sets + t) * mp.Rc + i,
                         "ifmap_tag": v * mp.n_h + i + L.U * j,
-                        "psum_tag": t * mp.e + j,
+                        "psum_tag": t * mp.e_pad + j,
                     })
     # Every other PE inactive (roles persist across layers otherwise).
     used = {(v * mp.Rc + i) * c.pe_cols + t * mp.e + j for v in range(mp.r_sets)
@@ -228,7 +228,9 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
         return mp.glb[name if k % nbuf == 0 else f"{name}.{k % nbuf}"][0]
 
     pitch = mp.plane_pitch
-    EA, F, e, U, P = mp.E_alloc, L.F, mp.e, L.U, L.padding
+    F, e, U, P = L.F, mp.e, L.U, L.padding
+    PP = mp.E_alloc * F             # GLB psum elements per plane (a multiple of Lp)
+    Lp = c.psum_lanes
     prog = LayerProgram(mp, ifmap=ifmap, ofmap=ofmap)
     weights = np.asarray(weights, dtype=np.int64)
     bias_addr = None
@@ -307,11 +309,14 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                             base={"addr": if_base + (r0 - P) * L.W - P, "y": r0 - P,
                                   "x": -P},
                             H=L.H, W=L.W, pad_check=True)
-                        psum_counts = [nbn, mp.n_fold, F, mp.t_sets, e, mp.p]
-                        psum_strides = {"addr": [mp.PT * EA * F, e * F, 1, mp.p * EA * F, F,
-                                                 EA * F],
-                                        "tag": [0, 0, 0, e, 1, 0]}
-                        ps = agu_desc(psum_counts, psum_strides, base={"addr": ps_base})
+                        # GLB psums [n][m][fold][j // Lp][f][j % Lp] (elements); the psum
+                        # walks step over units of Lp elements (whole words when Lp > 1),
+                        # one GON / psum-GIN transfer per (f, t, chain group, pi).
+                        psum_counts = [nbn, mp.n_fold, F, mp.t_sets, mp.psum_groups, mp.p]
+                        psum_strides = {"addr": [mp.PT * PP // Lp, mp.e_pad * F // Lp, 1,
+                                                 mp.p * PP // Lp, F, PP // Lp],
+                                        "tag": [0, 0, 0, mp.psum_groups, 1, 0]}
+                        ps = agu_desc(psum_counts, psum_strides, base={"addr": ps_base // Lp})
                         empty = agu_desc([0])
                         pas = {"p": mp.p, "q": mp.q, "S": L.S, "U": U, "F": F,
                                "n_rows": nbn * mp.n_fold, "product_shift": product_shift,
@@ -322,8 +327,9 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                     unit["cblocks"].append((loads, passes))
                 for n in range(nbn):
                     unit["stores"].append(_const_words(store_desc_layout(), {
-                        "glb_elem": ps_base + n * mp.PT * EA * F, "glb_pitch": EA * F,
-                        "n_planes": m_real, "plane_count": L.E * F,
+                        "glb_elem": ps_base + n * mp.PT * PP, "glb_pitch": PP,
+                        "n_planes": m_real, "plane_count": L.E * F, "cols": F,
+                        "fold_rows": e, "fold_pitch": mp.e_pad * F,
                         "dram_addr": ofmap.slot_addr(n0 + n, g * L.Mg + m0),
                         "dram_pitch": ofmap.slot_words,
                         "bias_word": bias_base, "bias_en": int(bias_addr is not None),

@@ -155,8 +155,21 @@ class Mapping:
         return math.ceil(self.layer.N / self.nb)
 
     @property
+    def e_pad(self):
+        """``e`` rounded up to a multiple of ``config.psum_lanes``: the chains of a set as
+        numbered in psum tags (``t*e_pad + j``) and the GLB psum rows of a fold; the GON and
+        the psum GIN serve the chains in groups of ``psum_lanes`` (:func:`_e_pad`)."""
+        return _e_pad(self.e, self.config.psum_lanes)
+
+    @property
+    def psum_groups(self):
+        """Chain groups of one GON / psum-GIN transfer per set: ``e_pad // psum_lanes``."""
+        return self.e_pad // self.config.psum_lanes
+
+    @property
     def E_alloc(self):
-        return self.e * self.n_fold
+        """GLB psum rows per plane: ``e_pad`` per fold."""
+        return self.e_pad * self.n_fold
 
     @property
     def n_h(self):
@@ -194,8 +207,9 @@ class Mapping:
         """Predicted cycles of one pass: filter load over the filter GIN (``filter_lanes``
         values per cycle, each tag's block in whole transfers) plus
         ``n_rows*F`` windows, each the longest of the PE work (``p*q*S`` MACs), the GON
-        draining the window's ``p*e*t_sets`` psums at 1 psum/cycle (the GON is shared by
-        all columns) and the ifmap GIN delivering the window's new columns at 1 value/cycle
+        draining the window's ``p*e*t_sets`` psums at one transfer of ``psum_lanes`` chains
+        per cycle (``p*psum_groups*t_sets`` transfers; the GON is shared by all columns) and
+        the ifmap GIN delivering the window's new columns at 1 value/cycle
         (:attr:`ifmap_gin_per_window`). ``sw_driver.perfmodel`` models all three exactly."""
         L = self.layer
         nbn = self.nb if nbn is None else nbn
@@ -203,7 +217,8 @@ class Mapping:
         fil_w = WHAT_IF.get("filter_gin_per_cycle", self.config.filter_lanes)
         gon_w = WHAT_IF.get("gon_per_cycle", 1)
         load = n_tags * math.ceil(self.p * self.q * L.S / fil_w)
-        window = max(self.p * self.q * L.S, math.ceil(self.p * self.e * self.t_sets / gon_w),
+        window = max(self.p * self.q * L.S,
+                     math.ceil(self.p * self.psum_groups * self.t_sets / gon_w),
                      self.ifmap_gin_per_window)
         compute = nbn * self.n_fold * L.F * window
         return load + compute
@@ -285,6 +300,12 @@ class Mapping:
         return "\n".join(lines)
 
 
+def _e_pad(e: int, psum_lanes: int) -> int:
+    """``e`` rounded up to a multiple of ``psum_lanes`` (chains per set in psum tags and GLB
+    psum rows per fold)."""
+    return math.ceil(e / psum_lanes) * psum_lanes
+
+
 def _tag_values(pqs: int, filter_lanes: int) -> int:
     """GLB elements of one filter tag's block: ``pqs`` rounded up to a multiple of
     ``filter_lanes`` (with lanes, a tag's block is whole GLB words, read word by word)."""
@@ -304,7 +325,8 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers
         "filter": math.ceil(n_tags * _tag_values(p * q * layer.S, config.filter_lanes) / la),
         "bias": p * t_sets,
         "ifmap": nb * q * r_sets * pitch // la,
-        "psum": math.ceil(nb * p * t_sets * e * n_fold * layer.F / lp),
+        "psum": math.ceil(nb * p * t_sets * _e_pad(e, config.psum_lanes) * n_fold * layer.F
+                          / lp),
     }
     plan, addr = {}, 0
     for name in ("filter", "bias", "ifmap", "psum"):     # ifmap after others: base > 0
@@ -402,5 +424,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
         f"layer {L} cannot be mapped on {c.pe_rows}x{c.pe_cols} PEs with a "
         f"{c.glb_words}-word GLB: even p=q=1, one image, needs more GLB than there is "
         f"(one ifmap plane is {math.ceil(L.H * L.W / lanes(act_bits(c.data_width)))} words, "
-        f"one psum block {math.ceil(e * n_fold * L.F / lanes(psum_bits(c.psum_width)))} words)"
+        f"one psum block "
+        f"{math.ceil(_e_pad(e, c.psum_lanes) * n_fold * L.F / lanes(psum_bits(c.psum_width)))}"
+        f" words)"
         if smallest is None else f"layer {L} cannot be mapped: {reasons}")

@@ -44,7 +44,9 @@ model of the hardware. Which command waits for what is read from each command he
   is as slow as its slowest PE; the ifmap GIN is a one-word-per-cycle server of columns of
   ``r_sets*n_h*q`` words whose columns are released when the PEs have consumed the slots
   (spad of ``q*S`` words; a new row only after the row's last window); the GON (and the psum
-  GIN) serve the chains one psum per cycle in ``(window, chain, filter)`` order, a chain's
+  GIN) serve the chains one transfer per cycle in ``(window, chain group, filter)`` order,
+  a transfer taking a psum of every chain of a group of ``psum_lanes`` when the group's
+  last chain has it (groups of one chain without psum lanes), a chain's
   last iteration stalls when 8 of its psums wait for the GON (PE output FIFO, output
   registers); the pass ends 3 cycles after the last GON write.
 
@@ -734,6 +736,7 @@ class _PassGeom:
     words_per_col: int
     n_chains: int
     chain_order: list        # chain index -> (t, j)
+    chain_group: list        # chain index -> GON / psum-GIN group (psum_tag // psum_lanes)
     head_tag: list           # per chain: filter tag of its head
     head_pos: list           # per chain: position of its head's diagonal in a column burst
     load_filter: bool
@@ -778,6 +781,12 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
     A_hist = {}
     extra = _PSUM_IN_EXTRA if g.psum_in_en else 0
     Gs = [[] for _ in range(NC)]                 # GON start of every (chain, window)
+    groups = []                                  # chains per GON transfer, in GON order
+    for c in range(NC):
+        if groups and g.chain_group[groups[-1][0]] == g.chain_group[c]:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
     for w in range(NW):
         row, f = divmod(w, F)
         if f == 0:
@@ -808,16 +817,19 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
         Uend = LI + p - 1
         E = np.empty(NC)
         m_last = w * p + p - 1 - _CHAIN_BUFFER      # psum whose GON take frees a slot
-        for c in range(NC):
-            G = max(gon_free, LI[c] + _GON_AFTER_LAST_ITER + extra)
+        # One GON transfer takes a psum of every chain of a group (psum lanes), when the
+        # last chain of the group has it.
+        for grp in groups:
+            G = max(gon_free, max(LI[c] for c in grp) + _GON_AFTER_LAST_ITER + extra)
             gon_free = G + math.ceil(p / gon_w)
             gon_end_last = gon_free - 1
-            Gs[c].append(G)
-            if m_last >= 0:
-                take = Gs[c][m_last // p] + (m_last % p) // gon_w
-                E[c] = max(Uend[c], take + 1)
-            else:
-                E[c] = Uend[c]
+            for c in grp:
+                Gs[c].append(G)
+                if m_last >= 0:
+                    take = Gs[c][m_last // p] + (m_last % p) // gon_w
+                    E[c] = max(Uend[c], take + 1)
+                else:
+                    E[c] = Uend[c]
         if f == F - 1:
             row_release = float(np.max(LI)) + 1
         A = E + 1
@@ -1125,7 +1137,7 @@ class _Machine:
         tails = sorted((r for r in active if r["tail"]), key=lambda r: r["psum_tag"])
         cols = c.pe_cols
         heads = {r["pe"] % cols: r for r in active if r["head"]}
-        chain_order = []
+        chain_order, chain_group = [], []
         head_tag, head_pos = [], []
         counts_if = ifm["count"]
         words_per_col = counts_if[3] * counts_if[4] * counts_if[5]
@@ -1133,6 +1145,7 @@ class _Machine:
             col = tl["pe"] % cols
             hd = heads.get(col, tl)
             chain_order.append(col)
+            chain_group.append(tl["psum_tag"] // c.psum_lanes)
             head_tag.append(hd["filter_tag"])
             head_pos.append(hd["ifmap_tag"])
         # ifmap tags are numbered in burst order (set-major, then diagonal)
@@ -1141,7 +1154,8 @@ class _Machine:
                          tag_steps=tag_steps, p=p,
                          q=q, S=S, U=U, F=F, n_rows=n_rows, W_cols=W_cols,
                          words_per_col=words_per_col, n_chains=len(tails),
-                         chain_order=chain_order, head_tag=head_tag, head_pos=head_pos,
+                         chain_order=chain_order, chain_group=chain_group,
+                         head_tag=head_tag, head_pos=head_pos,
                          load_filter=load_filter, psum_in_en=psum_in_en)
         # ---- per-PE zero statistics -> chain window costs and gated MACs ------------
         cost, gated, skipped_iters = self._window_costs(d, active, chain_order, geom)
