@@ -71,10 +71,13 @@ def test_exact_counts(cfg, L):
     assert c["dram_reads_data"] == ifmap_words + filter_words
     # command words: the whole list plus at most the 16 words prefetched past END
     assert c["dram_reads"] == c["dram_reads_data"] + c["dram_reads_commands"]
-    # the GON writes every psum once per pass; the psum GIN reads back all but the first
+    # the GON writes every psum once per pass, one transfer per group of psum_lanes chains
+    # (the chains of a set padded to e_pad); the psum GIN reads back all but the first
     # channel block's (whose passes start from zero)
+    assert mp.e_pad % cfg.psum_lanes == 0 and mp.e <= mp.e_pad < mp.e + cfg.psum_lanes
     assert c["noc_gon"] == (L.groups * mp.n_mblocks * mp.n_cblocks * mp.n_rchunks * L.N
-                            * mp.n_fold * L.F * mp.t_sets * mp.e * mp.p)
+                            * mp.n_fold * L.F * mp.t_sets * mp.e_pad // cfg.psum_lanes
+                            * mp.p)
     assert c["noc_psum_gin"] == c["noc_gon"] * (mp.n_cblocks * mp.n_rchunks - 1) // (
         mp.n_cblocks * mp.n_rchunks)
     assert c["glb_writes"] == c["noc_gon"] + ifmap_words + filter_words

@@ -61,7 +61,7 @@ def _split(E: int, k: int) -> list[tuple[int, int]]:
 
 
 def plan_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
-               buffers=(1, 2), extra_tries: int = 3) -> tuple[bool, list[Strip]]:
+               buffers=(1, 2), extra_tries: int = 6) -> tuple[bool, list[Strip]]:
     """Map ``layer`` whole if it fits, else in the fewest row strips that all map (and up to
     ``extra_tries`` more strip counts, keeping the cheapest by ``Mapping.cost``).
 
