@@ -210,50 +210,53 @@ def test_pysim_target_matches_golden_and_verilator(acc):
     assert s_py.counters["macs"] == s_vl.counters["macs"]
 
 
+def _same_layer_two_configs(configs, x, w, b, **kw):
+    """Run one layer on each config in Amaranth simulation (no Verilator); assert both
+    bit-exact (``_check``), equal to each other and mapped the same way (p, q, e, t_sets,
+    r_sets, nb), so that a cycle difference comes from the hardware alone. Returns
+    ``[(PASS cycles, mapping)]`` per config."""
+    out = []
+    for cfg in configs:
+        y, st = _check(Accelerator(cfg, "pysim"), x, w, b, **kw)
+        out.append((y, st.counters["pass_cycles"], st.layers[0].mapping))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    shape = lambda m: (m.p, m.q, m.e, m.t_sets, m.r_sets, m.nb)   # noqa: E731
+    assert shape(out[0][2]) == shape(out[1][2])
+    return [(cycles, mp) for _, cycles, mp in out]
+
+
 def test_filter_lanes_one_and_four_agree_and_four_loads_faster():
     """The same layer with one filter value per filter-GIN transfer (the ``fpga`` preset's
-    PE) and with a whole GLB word of four (the other presets): both bit-exact, and the PASS
-    engine's cycles drop with the wide filter loads (Amaranth simulation, no Verilator)."""
+    PE) and with a whole GLB word of four (the other presets): both bit-exact with the same
+    mapping, and the PASS engine's cycles drop with the wide filter loads."""
     rng = np.random.default_rng(44)
     x = _data(rng, (1, 4, 6, 6), zeros=0.2)
     w = _data(rng, (6, 4, 3, 3), -100, 100)
     b = rng.integers(-500, 500, size=6)
-    res = {}
-    for lanes in (1, 4):
-        acc = Accelerator(TINY.replace(filter_lanes=lanes), "pysim")
-        y, st = _check(acc, x, w, b, padding=1, output_shift=6, relu=True)
-        res[lanes] = (y, st.counters["pass_cycles"], st.layers[0].mapping)
-    np.testing.assert_array_equal(res[1][0], res[4][0])
-    m1, m4 = res[1][2], res[4][2]
-    shape = lambda m: (m.p, m.q, m.e, m.t_sets, m.r_sets, m.nb)   # noqa: E731
-    assert shape(m1) == shape(m4)                      # same mapping: only the loads differ
+    (c1, m1), (c4, _) = _same_layer_two_configs(
+        [TINY.replace(filter_lanes=lanes) for lanes in (1, 4)], x, w, b,
+        padding=1, output_shift=6, relu=True)
     assert m1.p * m1.q * 3 > 4                         # more than one transfer per tag
-    assert res[4][1] < res[1][1], (res[4][1], res[1][1])
+    assert c4 < c1, (c4, c1)
 
 
 def test_psum_lanes_one_and_two_agree_and_two_drain_faster():
     """A GON-bound layer (1x1 filters: p MACs per window against p*e psums to drain) with
     one psum per GON / psum-GIN transfer (the ``fpga`` preset's array) and with a whole GLB
     word of two 32-bit psums (``tiny``): both bit-exact with the same mapping, and the PASS
-    engine's cycles drop with the wide GON (Amaranth simulation, no Verilator)."""
+    engine's cycles drop with the wide GON."""
     rng = np.random.default_rng(46)
     x = _data(rng, (1, 2, 8, 8), zeros=0.2)
     w = _data(rng, (8, 2, 1, 1), -100, 100)
     b = rng.integers(-500, 500, size=8)
-    res = {}
-    for lanes in (1, 2):
-        acc = Accelerator(TINY.replace(psum_lanes=lanes), "pysim")
-        y, st = _check(acc, x, w, b, output_shift=6, relu=True)
-        res[lanes] = (y, st.counters["pass_cycles"], st.layers[0].mapping)
-    np.testing.assert_array_equal(res[1][0], res[2][0])
-    m1, m2 = res[1][2], res[2][2]
-    shape = lambda m: (m.p, m.q, m.e, m.t_sets, m.r_sets, m.nb)   # noqa: E731
-    assert shape(m1) == shape(m2)                      # same mapping: only the GON differs
+    (c1, m1), (c2, m2) = _same_layer_two_configs(
+        [TINY.replace(psum_lanes=lanes) for lanes in (1, 2)], x, w, b,
+        output_shift=6, relu=True)
     assert m2.e_pad == m2.e and m2.psum_groups * 2 == m2.e   # whole groups of 2 chains
     # GON-bound: each window drains p*e psums (p*e/2 transfers with 2 lanes) for p MACs
     assert m1.p * m1.e * m1.t_sets > m1.p * m1.q
     # measured: 535 -> 280 PASS cycles; at least a quarter fewer
-    assert res[2][1] * 4 < res[1][1] * 3, (res[2][1], res[1][1])
+    assert c2 * 4 < c1 * 3, (c2, c1)
 
 
 def test_unknown_target_and_unmappable_layer_are_rejected():

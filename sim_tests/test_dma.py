@@ -794,6 +794,18 @@ def test_load_raw_throughput(latency):
     assert cycles <= n + latency + 4, cycles
 
 
+def _store_no_stalls(config, init, desc):
+    """One STORE command on a stall-free GLB and DRAM: ``(cycles, error, DRAM writes)``."""
+    eng = StoreEngine(config, glb_addr_width(config))
+    bench = Bench(eng, config, init)
+    dram = Dram({}, seed=4, wr_stall=0.0)
+    stop, results = [False], []
+    run_testbenches(bench, controller(eng, [desc], results, stop),
+                    dram.writer(eng.dram_wr, stop), deadline_cycles=2000)
+    cycles, err = results[0]
+    return cycles, err, dram.writes
+
+
 @pytest.mark.parametrize("rlc,bias_en,psum", [(0, 0, 32), (0, 1, 32), (1, 1, 32),
                                               (0, 1, 16)])
 def test_store_throughput(rlc, bias_en, psum):
@@ -805,15 +817,9 @@ def test_store_throughput(rlc, bias_en, psum):
     desc, expect, n_words, _ = make_store(config, rng, init, glb_elem=5, bias_word=1800,
                                           n_planes=1, count=n, bias_en=bias_en, shift=4,
                                           relu=0, rlc=rlc, dram_addr=0x77, sparse=0.0)
-    eng = StoreEngine(config, glb_addr_width(config))
-    bench = Bench(eng, config, init)
-    dram = Dram({}, seed=4, wr_stall=0.0)
-    stop, results = [False], []
-    run_testbenches(bench, controller(eng, [desc], results, stop),
-                    dram.writer(eng.dram_wr, stop), deadline_cycles=2000)
-    cycles, err = results[0]
+    cycles, err, writes = _store_no_stalls(config, init, desc)
     assert err == 0
-    assert dram.writes == list(expect.items())
+    assert writes == list(expect.items())
     # start 1, bias read 1, GLB read 1, requantize 1, relu 1, encoder/packer 1, DRAM stage 1
     assert cycles <= n + bias_en + 7, cycles
 
@@ -836,15 +842,9 @@ def test_store_lanes_throughput(rlc, bias_en, psum, L):
                                         n_planes=n_planes, count=n, bias_en=bias_en, shift=4,
                                         relu=0, rlc=rlc, dram_addr=0x77, sparse=0.0,
                                         geometry=geo)
-        eng = StoreEngine(config, glb_addr_width(config))
-        bench = Bench(eng, config, init)
-        dram = Dram({}, seed=4, wr_stall=0.0)
-        stop, results = [False], []
-        run_testbenches(bench, controller(eng, [desc], results, stop),
-                        dram.writer(eng.dram_wr, stop), deadline_cycles=2000)
-        assert results[0][1] == 0
-        assert dram.writes == list(expect.items())
-        cycles[lanes_], writes[lanes_] = results[0][0], dram.writes
+        cycles[lanes_], err, writes[lanes_] = _store_no_stalls(config, init, desc)
+        assert err == 0
+        assert writes[lanes_] == list(expect.items())
     assert writes[L] == writes[1]                  # same values, same ofmap
     assert cycles[L] == cycles[1] == n_planes * (n + bias_en) + 7, cycles
 
