@@ -27,11 +27,14 @@ verilog: $(STAMP)
 	$(BIN)/accelgen verilog --preset eyeriss -o out/
 
 # ULX3S-85F bitstream and resource/timing report with the PyPI (YoWASP) toolchain;
-# about 50 minutes. Output: build/fpga/ulx3s-85f/{ulx3s_85f.bit,report.txt,report.json}
-# FPGA_ARGS defaults to the largest array that routes and meets 50 MHz so far: the `fpga`
-# preset at 4 x 8 PEs with a 64 KiB board DRAM (README, FPGA section). `make fpga
-# FPGA_ARGS=` tries the whole 8 x 8 preset, which does not route yet.
-FPGA_ARGS ?= --set pe_rows=4 --dram-aw 13 --nextpnr-opt=--router --nextpnr-opt=router1
+# about 20 minutes. Output: build/fpga/ulx3s-85f/{ulx3s_85f.bit,report.txt,report.json}
+# FPGA_ARGS defaults to an array that routes and meets 50 MHz with the current RTL: the
+# `fpga` preset at 4 x 6 PEs with a 64 KiB board DRAM (53.40 MHz). 4 x 8 is at the edge
+# (README, FPGA section): FPGA_ARGS="--set pe_rows=4 --dram-aw 13 --nextpnr-opt=--router
+# --nextpnr-opt=router1". `make fpga FPGA_ARGS=` tries the whole 8 x 8 preset, which does
+# not route yet.
+FPGA_ARGS ?= --set pe_rows=4 --set pe_cols=6 --dram-aw 13 --nextpnr-opt=--router \
+             --nextpnr-opt=router1
 fpga: $(STAMP)
 	$(BIN)/accelgen fpga --board ulx3s-85f $(FPGA_ARGS) --build -o build/fpga/ulx3s-85f
 
