@@ -160,15 +160,19 @@ class LayerProgram:
 
 def _roles(mp: Mapping) -> list[int]:
     c, L = mp.config, mp.layer
-    words = []
+    words, used = [], set()
+    # Filter group t's chain of each column runs from its channel set r_sets-1 (head, top
+    # row) down to set 0 (tail); stacked filter groups (t_rows > 1) are separate chains of
+    # one column, each fed by the psum GIN and drained by the GON (Mapping.set_origin).
     for v in range(mp.r_sets):
         for i in range(mp.Rc):
-            row = v * mp.Rc + i
             for t in range(mp.t_sets):
+                row0, col0 = mp.set_origin(v, t)
                 for j in range(mp.e):
-                    col = t * mp.e + j
+                    pe = (row0 + i) * c.pe_cols + col0 + j
+                    used.add(pe)
                     words += _const_words(pe_role_layout(), {
-                        "pe": row * c.pe_cols + col, "active": 1,
+                        "pe": pe, "active": 1,
                         "head": int(v == mp.r_sets - 1 and i == mp.Rc - 1),
                         "tail": int(v == 0 and i == 0),
                         "filter_tag": (v * mp.t_sets + t) * mp.Rc + i,
@@ -176,8 +180,6 @@ def _roles(mp: Mapping) -> list[int]:
                         "psum_tag": t * mp.e_pad + j,
                     })
     # Every other PE inactive (roles persist across layers otherwise).
-    used = {(v * mp.Rc + i) * c.pe_cols + t * mp.e + j for v in range(mp.r_sets)
-            for i in range(mp.Rc) for t in range(mp.t_sets) for j in range(mp.e)}
     for pe in range(c.num_pes):
         if pe not in used:
             words += _const_words(pe_role_layout(), {"pe": pe, "active": 0})

@@ -11,8 +11,13 @@ survey section V-B):
   equal chunks of ``Rc`` rows (a short last chunk is padded with zero weights); their psums
   accumulate in the GLB like channel blocks.
 - **Replication**: ``r_sets`` sets stacked vertically take different channel groups (the psum
-  chain runs through all of them), ``t_sets`` sets side by side take different filter groups
-  (they share the ifmap rows, delivered by one multicast).
+  chain runs through all of them); ``t_sets`` filter groups take different filters and share
+  the ifmap rows, delivered by one multicast. The filter groups sit side by side
+  (``t_cols = t_sets // t_rows`` of them) and, when the sets are short, also stacked
+  (``t_rows``), each stack of ``r_sets`` channel sets with a psum chain of its own. Stacked
+  filter groups are Eyeriss's CONV3-5 mapping (JSSC 2017, Table III: ``t = 4`` sets of
+  3 rows, one channel set): more filters per pass, so each ifmap block read from DRAM serves
+  more filters.
 - Inside a PE: ``p`` filters x ``q`` channels interleaved (``p*q*S <= filter spad``,
   ``q*S <= ifmap spad``, ``p <= psum spad``).
 - Images: ``nb`` images per block run through the PEs as consecutive rows.
@@ -30,7 +35,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import TAG_BITS, act_bits, lanes, psum_bits
 from hw.pe import F_BITS, N_ROWS_BITS
 
-__all__ = ["LayerShape", "Mapping", "map_layer", "WHAT_IF"]
+__all__ = ["LayerShape", "Mapping", "map_layer", "REFINE", "WHAT_IF"]
 
 
 #: Design-space what-ifs for the cost model (NOT the RTL); shared with, and documented at,
@@ -112,7 +117,7 @@ class Mapping:
     Rc: int           # filter rows per chunk (PE rows per set)
     n_rchunks: int
     r_sets: int       # sets stacked vertically (channel groups)
-    t_sets: int       # sets side by side (filter groups)
+    t_sets: int       # filter groups (t_cols side by side x t_rows stacked)
     p: int            # filters per PE
     q: int            # channels per PE
     nb: int           # images per block
@@ -124,6 +129,10 @@ class Mapping:
     buffers: int = 1
     #: 64-bit DRAM words per cycle assumed by the cost model (0.3 for Eyeriss's link).
     dram_rate: float = 1.0
+    #: Filter groups stacked vertically (divides ``t_sets``): group ``t`` sits in vertical
+    #: block ``t // t_cols`` (rows ``[(t // t_cols) * r_sets * Rc, ...)``) and column block
+    #: ``t % t_cols``.
+    t_rows: int = 1
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -131,6 +140,16 @@ class Mapping:
         """GLB elements per filter tag: ``p*q*S``, padded to whole filter-GIN transfers of
         ``config.filter_lanes`` values (:func:`_tag_values`)."""
         return _tag_values(self.p * self.q * self.layer.S, self.config.filter_lanes)
+
+    @property
+    def t_cols(self):
+        """Filter groups side by side: ``t_sets // t_rows``."""
+        return self.t_sets // self.t_rows
+
+    def set_origin(self, v: int, t: int) -> tuple[int, int]:
+        """PE (row, column) of filter row 0 / ofmap row 0 of channel set ``v`` in filter
+        group ``t``."""
+        return ((t // self.t_cols) * self.r_sets + v) * self.Rc, (t % self.t_cols) * self.e
 
     @property
     def CB(self):
@@ -283,7 +302,8 @@ class Mapping:
             f"layer: N={L.N} C={L.C} H={L.H} W={L.W} M={L.M} R={L.R} S={L.S} U={L.U} "
             f"pad={L.padding} groups={L.groups} -> E={L.E} F={L.F}, {L.macs:,} MACs",
             f"array: {c.pe_rows}x{c.pe_cols} PEs; PE set {self.Rc} rows x {self.e} cols, "
-            f"{self.r_sets} set(s) stacked (channels) x {self.t_sets} side by side (filters)"
+            f"{self.r_sets} set(s) stacked (channels) x {self.t_sets} filter group(s) "
+            f"({self.t_cols} side by side x {self.t_rows} stacked)"
             f" -> {self.active_pes} active PEs ({self.active_pes / c.num_pes:.0%})",
             f"per PE: p={self.p} filters x q={self.q} channels x S={L.S} "
             f"({self.p * self.q * L.S}/{c.filter_spad_depth} filter spad words)",
@@ -299,6 +319,28 @@ class Mapping:
             f"{self.predicted_utilization():.1%} (ideal {L.macs / c.num_pes:,.0f} cycles)",
         ]
         return "\n".join(lines)
+
+
+#: Mapper candidates checked with the analytical model (:func:`map_layer`'s ``refine``).
+REFINE = 4
+#: Largest layer (MACs, all images) whose mapping candidates go through the model.
+REFINE_MACS = 20_000_000
+
+
+def _refine(cands, dram_rate: float) -> Mapping:
+    """The candidate (``(cost, index, Mapping)`` tuples, cheapest first) with the fewest
+    cycles in the analytical model on dense data at ``dram_rate`` words/cycle; ties go to
+    the cheaper :meth:`Mapping.cost`."""
+    from fractions import Fraction
+
+    from sw_driver.perfmodel import predict_layer
+    from sw_driver.targets import DramModel
+
+    rate = Fraction(min(1.0, max(1e-3, dram_rate))).limit_denominator(1000)
+    dram = DramModel(rate_num=rate.numerator, rate_den=rate.denominator)
+    scored = [(predict_layer(mp.config, mp.layer, dram=dram, mapping=mp).cycles, k, mp)
+              for k, (_, _, mp) in enumerate(cands)]
+    return min(scored, key=lambda t: (t[0], t[1]))[2]
 
 
 def _window(*loads) -> int:
@@ -350,12 +392,19 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers
 
 
 def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
-              buffers=(1, 2)) -> Mapping:
+              buffers=(1, 2), refine: int = REFINE) -> Mapping:
     """Choose a row-stationary mapping of ``layer`` on ``config``.
 
     Candidates with single and double-buffered GLB regions (``buffers``) are weighed by
-    :meth:`Mapping.cost` with the DRAM link at ``dram_rate`` 64-bit words per cycle; the
-    cheapest wins.
+    :meth:`Mapping.cost` with the DRAM link at ``dram_rate`` 64-bit words per cycle. The
+    ``refine`` cheapest (default :data:`REFINE`; 0 or 1: just the cheapest) are then run
+    through the analytical model (``sw_driver.perfmodel.predict_layer``, dense data, the
+    same link) and the one it predicts fastest wins, for layers of at most
+    :data:`REFINE_MACS` MACs (the model takes about 20 s for AlexNet CONV2 at N=4, too long
+    to run four times per layer). :meth:`Mapping.cost` is a closed form
+    that misses the chain, GON and GIN interplay the model simulates (on a ``tiny`` R=5
+    layer it ranked p=2 q=2 first, which the RTL runs in 6,334 cycles, over p=4 q=2 in
+    5,669; the model predicts 6,653 and 5,800).
 
     Raises
     ------
@@ -378,13 +427,14 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
     e = min(L.E, c.pe_cols)
     n_fold = math.ceil(L.E / e)
     e = math.ceil(L.E / n_fold)
-    r_max = max(1, min(c.pe_rows // Rc, L.Cg))
+    v_max = max(1, c.pe_rows // Rc)         # sets stacked vertically
+    r_max = max(1, min(v_max, L.Cg))
     t_max = max(1, min(c.pe_cols // e, L.Mg))
     q_max = max(1, min(c.ifmap_spad_depth // L.S, c.filter_spad_depth // L.S, L.Cg))
     reasons = set()
     n_h = L.U * (e - 1) + Rc
     nb_options = sorted({max(1, math.ceil(L.N / 2 ** k)) for k in range(12)}, reverse=True)
-    best, best_cost = None, None
+    best, best_cost, cands = None, None, []
     for nb in nb_options:
         if nb * n_fold >= 1 << N_ROWS_BITS:
             reasons.add(f"{nb} image(s) x {n_fold} folds exceed {(1 << N_ROWS_BITS) - 1} "
@@ -395,7 +445,11 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                 reasons.add("too many ifmap GIN tags")
                 continue
             for q in range(min(q_max, math.ceil(L.Cg / r_sets)), 0, -1):
-                for t_sets in range(t_max, 0, -1):
+                for t_rows, t_cols in [(tr, tc) for tr in range(1, v_max // r_sets + 1)
+                                       for tc in range(t_max, 0, -1)]:
+                    t_sets = t_rows * t_cols
+                    if t_rows > 1 and t_sets > L.Mg:
+                        continue
                     if r_sets * t_sets * Rc > 1 << TAG_BITS:
                         reasons.add("too many filter GIN tags")
                         continue
@@ -404,7 +458,11 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
 
                     for nbuf in buffers:
                         def plan_for(p):
+                            # fewer filter groups when p * t_sets overshoots M (side by
+                            # side only: a stack keeps its t_rows)
                             t_eff = min(t_sets, math.ceil(L.Mg / p))
+                            if t_rows > 1 and t_eff != t_sets:
+                                return t_eff, None
                             return t_eff, _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc,
                                                     r_sets=r_sets, t_sets=t_eff, p=p, q=q,
                                                     nb=nb, buffers=nbuf)
@@ -420,14 +478,29 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                         if found is None:
                             reasons.add("GLB capacity")
                             continue
-                        p, t_eff, plan = found
-                        mp = Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc, n_rchunks=n_rchunks,
-                                     r_sets=r_sets, t_sets=t_eff, p=p, q=q, nb=nb, glb=plan,
-                                     buffers=nbuf, dram_rate=dram_rate)
-                        cost = mp.cost()
-                        if best_cost is None or cost < best_cost:
-                            best, best_cost = mp, cost
+                        p_max, t_eff, plan = found
+                        # Also the p of the next few filter-block counts: p just large
+                        # enough for k blocks leaves fewer padded filters in the last one
+                        # (CONV4: 192 filters in 6 blocks of 32, not 5.3 blocks of 36).
+                        k0 = math.ceil(L.Mg / (t_eff * p_max))
+                        p_opts = {p_max} | {math.ceil(L.Mg / (t_eff * k))
+                                            for k in range(k0, k0 + 3)}
+                        for p in sorted(p_opts, reverse=True):
+                            if p != p_max:
+                                t_p, plan = plan_for(p)
+                                if plan is None or t_p != t_eff:
+                                    continue
+                            mp = Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc,
+                                         n_rchunks=n_rchunks, r_sets=r_sets, t_sets=t_eff,
+                                         p=p, q=q, nb=nb, glb=plan, buffers=nbuf,
+                                         dram_rate=dram_rate, t_rows=t_rows)
+                            cost = mp.cost()
+                            cands.append((cost, len(cands), mp))
+                            if best_cost is None or cost < best_cost:
+                                best, best_cost = mp, cost
     if best is not None:
+        if refine > 1 and len(cands) > 1 and L.macs <= REFINE_MACS:
+            return _refine(sorted(cands)[:refine], dram_rate)
         return best
     smallest = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=1, t_sets=1, p=1, q=1, nb=1)
     reasons = sorted(reasons)

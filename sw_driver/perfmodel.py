@@ -735,7 +735,7 @@ class _PassGeom:
     W_cols: int
     words_per_col: int
     n_chains: int
-    chain_order: list        # chain index -> (t, j)
+    chain_order: list        # chain index -> its tail's PE index
     chain_group: list        # chain index -> GON / psum-GIN group (psum_tag // psum_lanes)
     head_tag: list           # per chain: filter tag of its head
     head_pos: list           # per chain: position of its head's diagonal in a column burst
@@ -1135,16 +1135,14 @@ class _Machine:
         cnt["spad_ifmap_reads"] += n_active * n_rows * F * q * S
         # ---- geometry ----------------------------------------------------------------
         tails = sorted((r for r in active if r["tail"]), key=lambda r: r["psum_tag"])
-        cols = c.pe_cols
-        heads = {r["pe"] % cols: r for r in active if r["head"]}
+        chains = self._chains(active)
         chain_order, chain_group = [], []
         head_tag, head_pos = [], []
         counts_if = ifm["count"]
         words_per_col = counts_if[3] * counts_if[4] * counts_if[5]
         for tl in tails:
-            col = tl["pe"] % cols
-            hd = heads.get(col, tl)
-            chain_order.append(col)
+            hd = chains[tl["pe"]][-1]
+            chain_order.append(tl["pe"])
             chain_group.append(tl["psum_tag"] // c.psum_lanes)
             head_tag.append(hd["filter_tag"])
             head_pos.append(hd["ifmap_tag"])
@@ -1180,6 +1178,23 @@ class _Machine:
                       work=work)
         return dur, detail
 
+    def _chains(self, active) -> dict:
+        """Psum chains: tail PE index -> the chain's active role dicts from the tail up
+        its column to the head (several chains may share a column: stacked filter
+        groups)."""
+        cols = self.config.pe_cols
+        by_pe = {r["pe"]: r for r in active}
+        chains = {}
+        for r in active:
+            if not r["tail"]:
+                continue
+            chain, pe = [r], r["pe"]
+            while not by_pe[pe]["head"]:
+                pe += cols
+                chain.append(by_pe[pe])
+            chains[r["pe"]] = chain
+        return chains
+
     def _window_costs(self, d, active, chain_order, g):
         """Per chain and window: cycles (max over the chain's PEs); gated MACs; skipped
         (s, qi) iterations. Uses the ifmap planes that LOAD commands put in the GLB."""
@@ -1202,10 +1217,7 @@ class _Machine:
         # zero mask of each (n, v, qi) stream: plane from the GLB slot at its address
         # plane element address for (n, v, qi) at y = base_y, x = base_x:
         # addr = base + n*s0 + v*s3 + qi*s5 (+ y, x offsets); plane start = addr - (y*W + x)
-        chains_pe = {}
-        for r in active:
-            col = r["pe"] % c.pe_cols
-            chains_pe.setdefault(col, []).append(r)
+        chains_pe = self._chains(active)
         zero_planes = {}
 
         def plane_zero(n, v, qi):
@@ -1231,8 +1243,8 @@ class _Machine:
         cost = np.zeros((NC, NW), dtype=np.int64)
         gated_total = 0
         skipped_total = 0
-        for ci, col in enumerate(chain_order):
-            pes = chains_pe[col]
+        for ci, tail_pe in enumerate(chain_order):
+            pes = chains_pe[tail_pe]
             pes_cost = []
             for r in pes:
                 tag = r["ifmap_tag"]
@@ -1268,8 +1280,7 @@ class _Machine:
                     pe_cost = np.full(NW, pqs)
                 pes_cost.append(pe_cost)
             cost[ci] = _chain_cost(np.array(pes_cost), p)
-        # every filter set side by side has the same ifmap (counted once per chain above;
-        # chains include all PEs of their column, so the gated MACs are complete)
+        # every active PE is in exactly one chain, so the gated MACs are complete
         return cost, gated_total, skipped_total
 
 
