@@ -211,6 +211,7 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
                                 if len(strips) > 1 else "")
                                + f"p={mapping.p} q={mapping.q} e={mapping.e} "
                                f"r_sets={mapping.r_sets} t_sets={mapping.t_sets} "
+                               f"t_rows={mapping.t_rows} "
                                f"nb={mapping.nb} buffers={mapping.buffers}"})
         if model_only:
             row["status"] = "model only"

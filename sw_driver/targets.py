@@ -269,22 +269,31 @@ class PysimTarget:
 
         async def dram_proc(ctx):
             rd, wr = top.dram_rd, top.dram_wr
-            queue, now, tokens, last_due = [], 0, 0, 0
+            queue, now, tokens, last_due, prefer_write = [], 0, 0, 0, False
             unlimited = dram.rate_num >= dram.rate_den
             while True:
                 ok = (unlimited or tokens >= dram.rate_den) and rng.random() * 256 >= dram.stall
-                ctx.set(wr.ready, ok)
-                ctx.set(rd.req.ready, ok and len(queue) < 64)
+                # One transfer per cycle, priority alternating when both wait (as
+                # sim/sim_dram.v): only the picked side sees ready. The valids do not depend
+                # on ready (stream rules), so they are read before ready is driven.
+                full = len(queue) >= 64
+                pick_write = ctx.get(wr.valid) and (not ctx.get(rd.req.valid)
+                                                    or prefer_write or full)
+                wr_ok = ok and pick_write
+                rd_ok = ok and not pick_write and not full
+                ctx.set(wr.ready, wr_ok)
+                ctx.set(rd.req.ready, rd_ok)
                 head = queue[0] if queue and queue[0][0] <= now else None
                 ctx.set(rd.resp.valid, head is not None)
                 ctx.set(rd.resp.payload, head[1] if head else 0)
                 _, _, wv, wp, qv, qa, rr = await ctx.tick().sample(
                     wr.valid, wr.payload, rd.req.valid, rd.req.payload, rd.resp.ready)
                 fired = False
-                if wv and ok:                       # the write has priority in a cycle
+                if wv and wr_ok:
                     mem[int(wp.addr)] = int(wp.data)
-                    fired = True
-                elif qv and ok and len(queue) < 64:
+                    fired, prefer_write = True, False
+                elif qv and rd_ok:
+                    prefer_write = True
                     due = max(now + dram.latency + (rng.getrandbits(16) & dram.jitter_mask),
                               last_due)
                     queue.append((due, mem.get(int(qa), 0)))
