@@ -210,15 +210,20 @@ def test_pysim_target_matches_golden_and_verilator(acc):
     assert s_py.counters["macs"] == s_vl.counters["macs"]
 
 
+def _layer_4x6x6_to_6():
+    """A 3x3 layer, C=4 6x6 -> M=6 (20% zeros), that maps double-buffered on ``tiny``."""
+    rng = np.random.default_rng(44)
+    x = _data(rng, (1, 4, 6, 6), zeros=0.2)
+    w = _data(rng, (6, 4, 3, 3), -100, 100)
+    return x, w, rng.integers(-500, 500, size=6)
+
+
 def test_pysim_dram_serves_overlapped_loads_and_stores_like_verilator(acc):
     """A double-buffered layer, whose LOADs and STOREs reach the DRAM in the same cycles:
     the Amaranth-simulation target's DRAM accepts one transfer per cycle with alternating
     priority, as ``sim_dram.v`` does, so both targets take the same cycles. (It used to
     raise a read's ready together with a write and drop the read: the run hung.)"""
-    rng = np.random.default_rng(44)
-    x = _data(rng, (1, 4, 6, 6), zeros=0.2)
-    w = _data(rng, (6, 4, 3, 3), -100, 100)
-    b = rng.integers(-500, 500, size=6)
+    x, w, b = _layer_4x6x6_to_6()
     kw = dict(padding=1, output_shift=6, relu=True)
     y_py, s_py = _check(Accelerator(TINY, "pysim"), x, w, b, max_cycles=20_000, **kw)
     y_vl, s_vl = _check(acc, x, w, b, **kw)
@@ -247,10 +252,7 @@ def test_filter_lanes_one_and_four_agree_and_four_loads_faster():
     """The same layer with one filter value per filter-GIN transfer (the ``fpga`` preset's
     PE) and with a whole GLB word of four (the other presets): both bit-exact with the same
     mapping, and the PASS engine's cycles drop with the wide filter loads."""
-    rng = np.random.default_rng(44)
-    x = _data(rng, (1, 4, 6, 6), zeros=0.2)
-    w = _data(rng, (6, 4, 3, 3), -100, 100)
-    b = rng.integers(-500, 500, size=6)
+    x, w, b = _layer_4x6x6_to_6()
     (c1, m1), (c4, _) = _same_layer_two_configs(
         [TINY.replace(filter_lanes=lanes) for lanes in (1, 4)], x, w, b,
         padding=1, output_shift=6, relu=True)
