@@ -739,6 +739,7 @@ class _PassGeom:
     chain_group: list        # chain index -> GON / psum-GIN group (psum_tag // psum_lanes)
     head_tag: list           # per chain: filter tag of its head
     head_pos: list           # per chain: position of its head's diagonal in a column burst
+    first_pos: list          # per chain: the smallest ifmap tag of its PEs (first in a burst)
     load_filter: bool
     psum_in_en: bool
 
@@ -774,6 +775,8 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
     else:
         head_start = [_PASS_HEAD_START for _ in range(NC)]
     A = np.array(head_start, dtype=np.float64)
+    first_off = np.array(g.first_pos, dtype=np.float64) * q / WHAT_IF.get(
+        "ifmap_gin_per_cycle", 1)
     gon_free = 0.0
     gon_end_last = 0.0
     row_release = float(_PASS_FIRST_WORD)
@@ -801,7 +804,10 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
                 x = (f - 1) * U + S + j
                 if x >= g.W_cols:
                     break
-                rel = float(np.max(prevA)) + (j * q + 1) * p
+                # A burst sends tag k's values at offset k*q; a chain's slots free at
+                # prevA + (j*q+1)*p, so the chain whose first value comes earliest
+                # relative to its window start bounds the burst's start.
+                rel = float(np.max(prevA - first_off)) + (j * q + 1) * p
                 col_start[(row, x)] = gin_column((row, x), rel)
         # availability of this window's last value for each chain's head
         last_col = f * U + S - 1
@@ -1137,7 +1143,7 @@ class _Machine:
         tails = sorted((r for r in active if r["tail"]), key=lambda r: r["psum_tag"])
         chains = self._chains(active)
         chain_order, chain_group = [], []
-        head_tag, head_pos = [], []
+        head_tag, head_pos, first_pos = [], [], []
         counts_if = ifm["count"]
         words_per_col = counts_if[3] * counts_if[4] * counts_if[5]
         for tl in tails:
@@ -1146,6 +1152,7 @@ class _Machine:
             chain_group.append(tl["psum_tag"] // c.psum_lanes)
             head_tag.append(hd["filter_tag"])
             head_pos.append(hd["ifmap_tag"])
+            first_pos.append(min(r["ifmap_tag"] for r in chains[tl["pe"]]))
         # ifmap tags are numbered in burst order (set-major, then diagonal)
         tag_steps = math.ceil(pqs / c.filter_lanes)
         geom = _PassGeom(n_tags=f_steps // max(1, tag_steps) if load_filter else 0, pqs=pqs,
@@ -1153,7 +1160,7 @@ class _Machine:
                          q=q, S=S, U=U, F=F, n_rows=n_rows, W_cols=W_cols,
                          words_per_col=words_per_col, n_chains=len(tails),
                          chain_order=chain_order, chain_group=chain_group,
-                         head_tag=head_tag, head_pos=head_pos,
+                         head_tag=head_tag, head_pos=head_pos, first_pos=first_pos,
                          load_filter=load_filter, psum_in_en=psum_in_en)
         # ---- per-PE zero statistics -> chain window costs and gated MACs ------------
         cost, gated, skipped_iters = self._window_costs(d, active, chain_order, geom)
