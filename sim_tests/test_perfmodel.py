@@ -16,6 +16,7 @@ import pytest
 from hw.config import preset
 from hw.layouts import act_bits, lanes
 from sw_driver.accelerator import ConvLayer
+from sw_driver.golden import conv2d
 from sw_driver.mapper import LayerShape
 from sw_driver.perfmodel import predict_layer, predict_network
 from sw_driver.targets import DramModel
@@ -172,6 +173,10 @@ def _run_and_predict(cfg, N, C, H, M, R, U=1, P=0, G=1, *, zeros=0.0, relu=False
     acc = _acc(cfg, dram)
     y, stats = acc.conv2d(x, w, b, stride=U, padding=P, groups=G, output_shift=6, relu=relu,
                           ifmap_rlc=ifmap_rlc)
+    np.testing.assert_array_equal(y, conv2d(x, w, b, stride=U, padding=P, groups=G,
+                                            output_shift=6, relu=relu,
+                                            psum_width=cfg.psum_width,
+                                            data_width=cfg.data_width))
     L = LayerShape(N, C, H, H, M, R, R, U, P, G)
     pred = predict_layer(cfg, L, dram=dram, ifmap=x, ofmap=y, relu=relu, bias=bias,
                          ifmap_rlc=ifmap_rlc)
@@ -239,22 +244,13 @@ def test_model_matches_rtl_small(name, args, opts):
 @pytest.mark.parametrize("N, rlc", [(1, False), (2, True)])
 def test_stacked_filter_groups_match_rtl(N, rlc):
     """Two filter groups stacked in each column, each a chain through two channel sets
-    (``Mapping.t_rows = 2``, ``r_sets = 2``): bit-exact against the golden model, and the
-    model's exact counts and cycles hold with two chains per column."""
-    from sw_driver.golden import conv2d
-    shape = (N, 8, 9, 24, 2)
-    stats, pred = _run_and_predict(SMALL, *shape, zeros=0.5, relu=True, bias=True,
+    (``Mapping.t_rows = 2``, ``r_sets = 2``): bit-exact against the golden model
+    (``_run_and_predict``), and the model's exact counts and cycles hold with two chains
+    per column."""
+    stats, pred = _run_and_predict(SMALL, N, 8, 9, 24, 2, zeros=0.5, relu=True, bias=True,
                                    dram=DramModel.eyeriss(), ifmap_rlc=rlc, seed=7)
     mp = stats.layers[0].mapping
     assert (mp.t_rows, mp.r_sets, mp.t_sets) == (2, 2, 2), mp.explain()
-    rng = np.random.default_rng(7)                   # the data _run_and_predict ran
-    x = _data(rng, (N, 8, 9, 9), zeros=0.5)
-    w = _data(rng, (24, 8, 2, 2), -60, 60)
-    b = rng.integers(-2000, 2000, size=24)
-    y, _ = _acc(SMALL, DramModel.eyeriss()).conv2d(x, w, b, output_shift=6, relu=True,
-                                                   ifmap_rlc=rlc)
-    np.testing.assert_array_equal(y, conv2d(x, w, b, output_shift=6, relu=True,
-                                            psum_width=SMALL.psum_width))
     _check(stats, pred, dram_read_tol=0.02 if rlc else 0.0)
 
 

@@ -1163,7 +1163,7 @@ class _Machine:
                          head_tag=head_tag, head_pos=head_pos, first_pos=first_pos,
                          load_filter=load_filter, psum_in_en=psum_in_en)
         # ---- per-PE zero statistics -> chain window costs and gated MACs ------------
-        cost, gated, skipped_iters = self._window_costs(d, active, chain_order, geom)
+        cost, gated, skipped_iters = self._window_costs(d, chains, chain_order, geom)
         cnt["macs_gated"] += gated
         cnt["macs"] += work - gated
         cnt["spad_filter_reads"] += work - gated
@@ -1202,9 +1202,10 @@ class _Machine:
             chains[r["pe"]] = chain
         return chains
 
-    def _window_costs(self, d, active, chain_order, g):
-        """Per chain and window: cycles (max over the chain's PEs); gated MACs; skipped
-        (s, qi) iterations. Uses the ifmap planes that LOAD commands put in the GLB."""
+    def _window_costs(self, d, chains_pe, chain_order, g):
+        """Per chain (``chains_pe``: tail PE -> its PEs, :meth:`_chains`) and window: cycles
+        (max over the chain's PEs); gated MACs; skipped (s, qi) iterations. Uses the ifmap
+        planes that LOAD commands put in the GLB."""
         c = self.config
         p, q, S, U, F, n_rows = g.p, g.q, g.S, g.U, g.F, g.n_rows
         NW = n_rows * F
@@ -1224,7 +1225,6 @@ class _Machine:
         # zero mask of each (n, v, qi) stream: plane from the GLB slot at its address
         # plane element address for (n, v, qi) at y = base_y, x = base_x:
         # addr = base + n*s0 + v*s3 + qi*s5 (+ y, x offsets); plane start = addr - (y*W + x)
-        chains_pe = self._chains(active)
         zero_planes = {}
 
         def plane_zero(n, v, qi):
