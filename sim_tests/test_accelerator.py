@@ -312,15 +312,16 @@ def test_row_strips_when_the_ifmap_plane_does_not_fit_the_glb(acc):
 
 
 def test_only_a_first_layer_may_be_strip_mined():
-    """Layer 1 reads a 44x44 plane (from layer 0's padding) and, padded to 48x48, needs 9 of
-    tiny's 8 GLB banks: the driver refuses to split an ofmap already in DRAM."""
+    """Layer 1 reads a 48x48 plane (from layer 0's padding) and, padded to 52x52, needs more
+    than tiny's 8 GLB banks (3 for the ifmap, 5 for the 50x50 32-bit psums, 1 for the
+    filters): the driver refuses to split an ofmap already in DRAM."""
     from sw_driver.strips import plan_network
     w0 = np.ones((1, 1, 1, 1), np.int16)
     w1 = np.ones((1, 1, 3, 3), np.int16)
-    ((padded, strips),) = plan_network(TINY, (1, 1, 20, 20), [ConvLayer(w0, padding=12)])
+    ((padded, strips),) = plan_network(TINY, (1, 1, 20, 20), [ConvLayer(w0, padding=14)])
     assert not padded and len(strips) == 1
     with pytest.raises(ValueError, match="only a network's first layer can be strip-mined"):
-        plan_network(TINY, (1, 1, 20, 20), [ConvLayer(w0, padding=12),
+        plan_network(TINY, (1, 1, 20, 20), [ConvLayer(w0, padding=14),
                                             ConvLayer(w1, padding=2)])
 
 

@@ -104,3 +104,71 @@ def test_stacking_raises_filters_per_pass_and_cuts_ifmap_reloads():
     assert mp.n_mblocks == math.ceil(384 / mp.PT) < flat.n_mblocks
     # ifmap values read per filter block are the same, so the total drops with n_mblocks
     assert mp.n_mblocks * mp.n_cblocks < flat.n_mblocks * flat.n_cblocks
+
+
+def _regions(mp):
+    """(name, first word, words) of every GLB region, by address."""
+    return sorted(((k, a, w) for k, (a, w) in mp.glb.items()), key=lambda r: r[1])
+
+
+@pytest.mark.parametrize("cfg, L", [
+    (EYERISS, LayerShape(4, 3, 35, 227, 96, 11, 11, 4)),          # a CONV1 strip
+    (EYERISS, LayerShape(4, 48, 27, 27, 256, 5, 5, 1, 2, 2)),       # CONV2
+    (SMALL, LayerShape(2, 8, 12, 12, 16, 5, 5, 1, 2)),
+    (preset("tiny"), LayerShape(2, 8, 8, 8, 24, 3, 3, 1, 1)),
+])
+def test_glb_regions_are_disjoint_and_bias_shares_its_psum_banks(cfg, L):
+    """Regions never overlap and fit the GLB; filter, psum and ifmap copies start on a
+    bank boundary (engines streaming them at once meet in no bank); a filter block's bias
+    sits right after its psum buffer, in the same banks; the ifmap region holds one
+    channel block per image, or all of them when resident."""
+    mp = map_layer(L, cfg, dram_rate=0.3)
+    regs = _regions(mp)
+    for (_, a0, w0), (_, a1, _) in zip(regs, regs[1:]):
+        assert a0 + w0 <= a1
+    assert regs[-1][1] + regs[-1][2] <= cfg.glb_words
+    bank = cfg.glb_bank_words
+    for name, addr, words in regs:
+        base = name.split(".")[0]
+        if base == "bias":
+            pa, pw = mp.glb["psum" + name[4:]]
+            assert addr == pa + pw, name
+        else:
+            assert addr % bank == 0, name
+    la = 4
+    assert mp.glb["ifmap"][1] == mp.nb * mp.if_channels * mp.plane_pitch // la
+    assert mp.if_channels == (mp.n_cblocks * mp.CB if mp.ifmap_resident else mp.CB)
+
+
+def test_conv1_strip_holds_32_filters_per_pass():
+    """With the bias inside the psum banks, a CONV1 strip (7 ofmap rows, 35 ifmap rows) fits
+    p = 16 filters in each of 2 groups: 3 filter blocks instead of the 4 of p = 12, so
+    each strip's ifmap is read from DRAM 3 times instead of 4 (the 11 x 11 / stride-4
+    window is bound by the ifmap GIN at p = 12: 140 values against 132 MACs per PE)."""
+    mp = map_layer(LayerShape(4, 3, 35, 227, 96, 11, 11, 4), EYERISS, dram_rate=0.3)
+    assert (mp.e, mp.p, mp.t_sets, mp.n_mblocks) == (7, 16, 2, 3), mp.explain()
+    assert mp.p * mp.q * 11 > mp.ifmap_gin_per_window
+
+
+def test_one_channel_block_keeps_the_ifmap_resident():
+    """When one pass takes all channels, the ifmap is loaded once per image block: the
+    compiler emits one ifmap LOAD per image, not one per image and filter block."""
+    import numpy as np
+
+    from hw.layouts import Engine, Opcode
+    from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer
+    from sw_driver.perfmodel import _decode, _parse_commands
+
+    L = LayerShape(2, 4, 8, 8, 32, 3, 3, 1, 1)
+    mp = map_layer(L, preset("tiny"), buffers=(2,))
+    assert mp.n_cblocks == 1 and mp.n_mblocks > 1 and mp.ifmap_resident, mp.explain()
+    dram = DramAllocator(base=16)
+    x = PlaneStore.allocate(dram, L.N, L.C, L.H, L.W, rlc=False)
+    y = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=False)
+    prog = compile_layer(mp, dram, weights=np.zeros((L.M, L.C, 3, 3), dtype=np.int64),
+                         bias=None, ifmap=x, ofmap=y)
+    loads = [_decode("load", c.payload)["dram_addr"] for c in _parse_commands(prog.commands, 0)
+             if c.opcode == Opcode.RUN and c.engine == Engine.LOAD]
+    ifmap_loads = [a for a in loads if x.base <= a < x.base + x.words]
+    assert sorted(ifmap_loads) == [x.slot_addr(n, 0) for n in range(L.N)]
+    assert len(loads) - len(ifmap_loads) == mp.n_passes      # one filter LOAD per pass

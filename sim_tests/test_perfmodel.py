@@ -64,8 +64,11 @@ def test_exact_counts(cfg, L):
     # raw ofmap: one word per `la` values of each plane
     assert c["dram_writes"] == L.N * L.M * math.ceil(L.E * L.F / la)
     # raw ifmap planes and pre-arranged filter blocks (each tag's p*q*S values padded to
-    # whole filter-GIN transfers): the data reads are exact
-    ifmap_words = L.N * L.groups * mp.n_mblocks * L.Cg * math.ceil(L.H * L.W / la)
+    # whole filter-GIN transfers): the data reads are exact. The ifmap is read once per
+    # filter block, or once when it stays in the GLB (always so with one channel block).
+    assert mp.ifmap_resident or mp.n_cblocks > 1
+    loads = 1 if mp.ifmap_resident else mp.n_mblocks
+    ifmap_words = L.N * L.groups * loads * L.Cg * math.ceil(L.H * L.W / la)
     tag_values = -(-mp.p * mp.q * L.S // cfg.filter_lanes) * cfg.filter_lanes
     assert mp.filter_tag_values == tag_values
     filter_words = mp.n_passes * math.ceil(mp.r_sets * mp.t_sets * mp.Rc * tag_values / la)
@@ -252,6 +255,38 @@ def test_stacked_filter_groups_match_rtl(N, rlc):
     mp = stats.layers[0].mapping
     assert (mp.t_rows, mp.r_sets, mp.t_sets) == (2, 2, 2), mp.explain()
     _check(stats, pred, dram_read_tol=0.02 if rlc else 0.0)
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("buffers", [2, 1])
+def test_resident_ifmap_is_read_from_dram_once(monkeypatch, buffers):
+    """A resident ifmap (``Mapping.ifmap_resident``: all channel blocks of an image block in
+    the GLB) is loaded by the first filter block only, channel block by channel block into
+    planes of its own, and read again by the later filter blocks. The same layer with the
+    ifmap loaded per filter block gives the same ofmap (both bit-exact against the golden
+    model) and reads ``(n_mblocks - 1)`` ifmaps fewer from DRAM; the model's counts, DRAM
+    reads included, are exact and its cycles within 5%."""
+    import sw_driver.mapper as mapper_mod
+
+    runs = {}
+    for resident in (False, True):
+        # (buffers, resident, ifmap copies): a resident ifmap of several channel blocks is
+        # one copy (mapper._buffer_options); the mapper picks between them by cost
+        monkeypatch.setattr(mapper_mod, "_buffer_options",
+                            lambda b, n_cb, r=resident: [(buffers, r, 1 if r else buffers)])
+        stats, pred = _run_and_predict(TINY, 2, 8, 8, 24, 3, P=1, bias=True, seed=5,
+                                       dram=DramModel.eyeriss())
+        mp = stats.layers[0].mapping
+        assert mp.ifmap_resident == resident and mp.buffers == buffers, mp.explain()
+        assert mp.n_cblocks > 1 and mp.n_mblocks > 1, mp.explain()
+        _check(stats, pred)
+        runs[resident] = (stats.counters, pred.counts, mp)
+    la = lanes(act_bits(TINY.data_width))
+    (c0, p0, mp0), (c1, p1, mp1) = runs[False], runs[True]
+    assert (mp0.p, mp0.q, mp0.t_sets, mp0.nb) == (mp1.p, mp1.q, mp1.t_sets, mp1.nb)
+    ifmap_words = 2 * 8 * math.ceil(8 * 8 / la)       # N * C planes, raw
+    assert p0["dram_reads_data"] - p1["dram_reads_data"] == (mp1.n_mblocks - 1) * ifmap_words
+    assert c1["dram_reads"] < c0["dram_reads"]
 
 
 @pytest.mark.verilator

@@ -227,7 +227,8 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
     nbuf = mp.buffers
 
     def region(name, k):
-        return mp.glb[name if k % nbuf == 0 else f"{name}.{k % nbuf}"][0]
+        copies = mp.if_copies if name == "ifmap" else nbuf
+        return mp.glb[name if k % copies == 0 else f"{name}.{k % copies}"][0]
 
     pitch = mp.plane_pitch
     F, e, U, P = L.F, mp.e, L.U, L.padding
@@ -242,7 +243,11 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
     pqs = mp.p * mp.q * L.S
     # Units: one per (group, image block, filter block); each has its bias load, channel
     # blocks (ifmap loads + passes (filter load, pass)) and stores. Buffers alternate by
-    # unit (bias, psum), by channel block (ifmap) and by pass (filter).
+    # unit (bias, psum), by ifmap load (ifmap) and by pass (filter). A resident ifmap
+    # (Mapping.ifmap_resident) holds all channels of the image block: the first filter
+    # block loads them, one channel block before each of its passes, and the later filter
+    # blocks read them again.
+    CA = mp.if_channels             # channel planes per image in the ifmap region
     units = []
     n_unit = n_cblk = n_pass = 0
     for g in range(L.groups):
@@ -264,11 +269,20 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                 for cb in range(mp.n_cblocks):
                     c0 = cb * mp.CB
                     c_real = min(mp.CB, L.Cg - c0)
-                    if_base = region("ifmap", n_cblk) * la
-                    n_cblk += 1
+                    # A resident ifmap is loaded by the first filter block, each channel
+                    # block into its own planes; one copy serves as two buffers then (the
+                    # load of a channel block overwrites planes that the image block before
+                    # read in an earlier pass), except with one channel block (two copies,
+                    # alternating by image block).
+                    load = not mp.ifmap_resident or mb == 0
+                    if load and (not mp.ifmap_resident or cb == 0):
+                        if_buf = n_cblk
+                        n_cblk += 1
+                    if_base = region("ifmap", if_buf) * la
+                    plane0 = c0 if mp.ifmap_resident else 0     # this block's first plane
                     loads, passes = [], []
-                    for n in range(nbn):
-                        glb_elem = if_base + n * mp.CB * pitch
+                    for n in range(nbn if load else 0):
+                        glb_elem = if_base + (n * CA + plane0) * pitch
                         src = ifmap.slot_addr(n0 + n, g * L.Cg + c0)
                         if ifmap.rlc:
                             d = {"mode": LoadMode.RLC, "dram_addr": src,
@@ -303,12 +317,13 @@ def compile_layer(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Pla
                                             base={"addr": fil_base})
                         ifm = agu_desc(
                             [nbn, mp.n_fold, mp.W_cols, mp.r_sets, mp.n_h, mp.q],
-                            {"addr": [mp.CB * pitch, e * U * L.W, 1, mp.q * pitch, L.W,
+                            {"addr": [CA * pitch, e * U * L.W, 1, mp.q * pitch, L.W,
                                       pitch],
                              "tag": [0, 0, 0, mp.n_h, 1, 0],
                              "y": [0, e * U, 0, 0, 1, 0],
                              "x": [0, 0, 1, 0, 0, 0]},
-                            base={"addr": if_base + (r0 - P) * L.W - P, "y": r0 - P,
+                            base={"addr": if_base + plane0 * pitch + (r0 - P) * L.W - P,
+                                  "y": r0 - P,
                                   "x": -P},
                             H=L.H, W=L.W, pad_check=True)
                         # GLB psums [n][m][fold][j // Lp][f][j % Lp] (elements); the psum
@@ -383,7 +398,11 @@ def _emit_overlapped(cmds, units):
     - A PASS waits for LOAD, so its filter and ifmap loads, issued before it, are done.
     - The loads of pass k+1 write the other filter buffer (and, for a new channel block,
       the other ifmap buffer), last read by pass k-1 or earlier, which finished before
-      PASS k could start (one PASS at a time).
+      PASS k could start (one PASS at a time). A resident ifmap (``Mapping.ifmap_resident``)
+      is loaded by an image block's first filter block, channel block by channel block,
+      each into planes of its own: with two or more channel blocks the planes written
+      for pass k+1 were last read by the image block before in a pass before pass k; with
+      one channel block the two copies alternate by image block.
     - A unit's psum buffer was last read by the STOREs of unit u-2. Those are all issued
       before unit u-1's first STORE, which starts only when the STORE engine is idle, and
       that is emitted before unit u's first PASS.

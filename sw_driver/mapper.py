@@ -133,6 +133,16 @@ class Mapping:
     #: block ``t // t_cols`` (rows ``[(t // t_cols) * r_sets * Rc, ...)``) and column block
     #: ``t % t_cols``.
     t_rows: int = 1
+    #: The GLB ifmap region holds all channels of an image block (``Cg`` rounded up to whole
+    #: channel blocks), loaded from DRAM once per image block and read by every filter
+    #: block. Otherwise it holds one channel block, loaded again for every filter block.
+    #: Eyeriss keeps ifmaps in the GLB across filters where they fit (JSSC 2017, section
+    #: IV-A); AlexNet CONV1 at N = 4 reads its ifmap once instead of 4 times.
+    ifmap_resident: bool = False
+    #: Copies of the ifmap region; 0 means ``buffers``. A resident ifmap of two or more
+    #: channel blocks has 1: it is loaded channel block by channel block, each into its own
+    #: planes, so it double-buffers itself (``sw_driver.compiler``).
+    ifmap_buffers: int = 0
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -164,6 +174,30 @@ class Mapping:
     @property
     def n_cblocks(self):
         return math.ceil(self.layer.Cg / self.CB)
+
+    @property
+    def if_copies(self) -> int:
+        """Copies of the GLB ifmap region (:attr:`ifmap_buffers`, default ``buffers``)."""
+        return self.ifmap_buffers or self.buffers
+
+    @property
+    def if_channels(self) -> int:
+        """Channel planes per image in the GLB ifmap region: all ``n_cblocks * CB`` when
+        :attr:`ifmap_resident`, else one channel block ``CB``."""
+        return self.n_cblocks * self.CB if self.ifmap_resident else self.CB
+
+    @property
+    def ifmap_dram_words(self) -> int:
+        """64-bit DRAM words of dense ifmap loads in the layer: each image block's ``Cg``
+        channels once when :attr:`ifmap_resident`, else its channel blocks once per filter
+        block."""
+        L = self.layer
+        la = lanes(act_bits(self.config.data_width))
+        per_block = L.groups * self.n_nblocks
+        if self.ifmap_resident:
+            return per_block * math.ceil(self.nb * L.Cg * self.plane_pitch / la)
+        return per_block * self.n_mblocks * self.n_cblocks * math.ceil(
+            self.nb * self.CB * self.plane_pitch / la)
 
     @property
     def n_mblocks(self):
@@ -258,8 +292,7 @@ class Mapping:
         L, c = self.layer, self.config
         la = lanes(act_bits(c.data_width))
         per_block = L.groups * self.n_nblocks
-        ifmap_words = per_block * self.n_mblocks * self.n_cblocks * math.ceil(
-            self.nb * self.CB * self.plane_pitch / la)
+        ifmap_words = self.ifmap_dram_words
         filter_words = self.n_passes * math.ceil(
             self.r_sets * self.t_sets * self.Rc * self.filter_tag_values / la)
         store_values = per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
@@ -273,8 +306,7 @@ class Mapping:
         la = lanes(act_bits(c.data_width))
         rate = max(1e-6, min(1.0, self.dram_rate))
         per_block = L.groups * self.n_nblocks
-        ifmap_words = per_block * self.n_mblocks * self.n_cblocks * math.ceil(
-            self.nb * self.CB * self.plane_pitch / la)
+        ifmap_words = self.ifmap_dram_words
         filter_words = self.n_passes * math.ceil(
             self.r_sets * self.t_sets * self.Rc * self.filter_tag_values / la)
         store_words = math.ceil(per_block * self.n_mblocks * self.nb * self.PT * L.E * L.F
@@ -309,7 +341,10 @@ class Mapping:
             f"({self.p * self.q * L.S}/{c.filter_spad_depth} filter spad words)",
             f"folding: {self.n_fold} ofmap row(s) per column; strip-mining: "
             f"{self.n_rchunks} chunk(s) of {self.Rc} filter rows; {self.nb} image(s) per block",
-            f"buffers: {'double (loads/stores overlap passes)' if self.buffers == 2 else 'single (serial)'}",
+            f"buffers: {'double (loads/stores overlap passes)' if self.buffers == 2 else 'single (serial)'}"
+            + (f"; ifmap resident: all {self.if_channels} channel(s) of an image block in the "
+               f"GLB ({self.if_copies} cop{'y' if self.if_copies == 1 else 'ies'}), loaded "
+               f"once for all filter blocks" if self.ifmap_resident else ""),
             f"passes: {self.n_passes} = {L.groups} group(s) x {self.n_nblocks} image block(s)"
             f" x {self.n_mblocks} filter block(s) of {self.PT} x {self.n_cblocks} channel "
             f"block(s) of {self.CB} x {self.n_rchunks} row chunk(s)",
@@ -365,27 +400,57 @@ def _tag_values(pqs: int, filter_lanes: int) -> int:
     return math.ceil(pqs / filter_lanes) * filter_lanes
 
 
-def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers=1):
-    """Bank-aligned GLB regions (``buffers`` copies of each), or None when they do not fit.
+def _buffer_options(buffers, n_cblocks):
+    """(buffers, ifmap resident, ifmap copies) candidates. With one channel block the ifmap
+    is resident at no GLB cost; otherwise a resident ifmap needs all channel blocks of an
+    image block in the GLB, once (the channel blocks take turns like two buffers)."""
+    for nbuf in buffers:
+        if n_cblocks == 1:
+            yield nbuf, True, nbuf
+            continue
+        yield nbuf, False, nbuf
+        yield nbuf, True, 1
 
-    The copies of a region are named ``name`` and ``name.1``."""
+
+def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers=1,
+              if_channels=None, if_buffers=None):
+    """GLB regions (``buffers`` copies of each; ``if_buffers`` of the ifmap region, which
+    holds ``if_channels`` planes per image, default ``q * r_sets``), or None when they do not
+    fit. The copies of a region are named ``name`` and ``name.1``.
+
+    Filter, psum and ifmap copies start on a bank boundary, so the engines that stream them
+    at the same time (filter and ifmap GIN, GON, LOAD, STORE) meet in no bank. A filter
+    block's bias (one word per filter) follows its psum buffer in the same banks: both
+    belong to the same filter block, the STORE engine reads them one after the other, and
+    only the bias LOAD (32 words for 32 filters) can meet the block's last pass there.
+    A bank of its own would cost, e.g., the 16 x 2-group CONV1 mapping its fit in the
+    Eyeriss preset's 27 banks."""
     la = lanes(act_bits(config.data_width))
     lp = lanes(psum_bits(config.psum_width))
     bank = config.glb_bank_words
     pitch = math.ceil(layer.H * layer.W / la) * la
     n_tags = r_sets * t_sets * Rc
-    words = {
-        "filter": math.ceil(n_tags * _tag_values(p * q * layer.S, config.filter_lanes) / la),
-        "bias": p * t_sets,
-        "ifmap": nb * q * r_sets * pitch // la,
-        "psum": math.ceil(nb * p * t_sets * _e_pad(e, config.psum_lanes) * n_fold * layer.F
-                          / lp),
-    }
+    filter_words = math.ceil(n_tags * _tag_values(p * q * layer.S, config.filter_lanes) / la)
+    bias_words = p * t_sets
+    ifmap_words = nb * (if_channels or q * r_sets) * pitch // la
+    psum_words = math.ceil(nb * p * t_sets * _e_pad(e, config.psum_lanes) * n_fold * layer.F
+                           / lp)
     plan, addr = {}, 0
-    for name in ("filter", "bias", "ifmap", "psum"):     # ifmap after others: base > 0
-        for k in range(buffers):
-            plan[name if k == 0 else f"{name}.{k}"] = (addr, words[name])
-            addr += math.ceil(words[name] / bank) * bank
+
+    def banks(words):
+        return math.ceil(words / bank) * bank
+
+    for k in range(buffers):
+        plan["filter" if k == 0 else f"filter.{k}"] = (addr, filter_words)
+        addr += banks(filter_words)
+    for k in range(buffers):
+        sfx = "" if k == 0 else f".{k}"
+        plan["psum" + sfx] = (addr, psum_words)
+        plan["bias" + sfx] = (addr + psum_words, bias_words)
+        addr += banks(psum_words + bias_words)
+    for k in range(if_buffers or buffers):     # ifmap after the others: base > 0
+        plan["ifmap" if k == 0 else f"ifmap.{k}"] = (addr, ifmap_words)
+        addr += banks(ifmap_words)
     if addr > config.glb_words:
         return None
     return plan
@@ -456,7 +521,8 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                     p_cap = min(c.psum_spad_depth, c.filter_spad_depth // (q * L.S),
                                 math.ceil(L.Mg / t_sets), 255)
 
-                    for nbuf in buffers:
+                    n_cb = math.ceil(L.Cg / (q * r_sets))
+                    for nbuf, resident, if_buf in _buffer_options(buffers, n_cb):
                         def plan_for(p):
                             # fewer filter groups when p * t_sets overshoots M (side by
                             # side only: a stack keeps its t_rows)
@@ -465,7 +531,10 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                 return t_eff, None
                             return t_eff, _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc,
                                                     r_sets=r_sets, t_sets=t_eff, p=p, q=q,
-                                                    nb=nb, buffers=nbuf)
+                                                    nb=nb, buffers=nbuf,
+                                                    if_channels=(n_cb * q * r_sets
+                                                                 if resident else None),
+                                                    if_buffers=if_buf)
                         # The GLB need grows with p: binary-search the largest p that fits.
                         lo, hi, found = 1, p_cap, None
                         while lo <= hi:
@@ -493,15 +562,26 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                             mp = Mapping(L, c, e=e, n_fold=n_fold, Rc=Rc,
                                          n_rchunks=n_rchunks, r_sets=r_sets, t_sets=t_eff,
                                          p=p, q=q, nb=nb, glb=plan, buffers=nbuf,
-                                         dram_rate=dram_rate, t_rows=t_rows)
+                                         dram_rate=dram_rate, t_rows=t_rows,
+                                         ifmap_resident=resident,
+                                         ifmap_buffers=0 if if_buf == nbuf else if_buf)
                             cost = mp.cost()
                             cands.append((cost, len(cands), mp))
                             if best_cost is None or cost < best_cost:
                                 best, best_cost = mp, cost
     if best is not None:
-        if refine > 1 and len(cands) > 1 and L.macs <= REFINE_MACS:
-            return _refine(sorted(cands)[:refine], dram_rate)
-        return best
+        # One candidate per geometry: with and without a resident ifmap the same passes
+        # run, so keep the cheaper, and on a tie the one reading fewer DRAM words.
+        geo = {}
+        for cost, k, mp in cands:
+            key = (mp.p, mp.q, mp.r_sets, mp.t_sets, mp.t_rows, mp.nb, mp.buffers)
+            rank = (cost, mp.ifmap_dram_words, k)
+            if key not in geo or rank < geo[key][0]:
+                geo[key] = (rank, mp)
+        ranked = sorted(geo.values(), key=lambda r: r[0])
+        if refine > 1 and len(ranked) > 1 and L.macs <= REFINE_MACS:
+            return _refine([(r[0][0], r[0][2], r[1]) for r in ranked[:refine]], dram_rate)
+        return ranked[0][1]
     smallest = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=1, t_sets=1, p=1, q=1, nb=1)
     reasons = sorted(reasons)
     raise ValueError(
