@@ -460,7 +460,9 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
               buffers=(1, 2), refine: int = REFINE) -> Mapping:
     """Choose a row-stationary mapping of ``layer`` on ``config``.
 
-    Candidates with single and double-buffered GLB regions (``buffers``) are weighed by
+    Candidates with single and double-buffered GLB regions (``buffers``), each with the
+    ifmap reloaded per filter block or resident (:attr:`Mapping.ifmap_resident`, where the
+    GLB holds it; the cheaper of the two per geometry is kept), are weighed by
     :meth:`Mapping.cost` with the DRAM link at ``dram_rate`` 64-bit words per cycle. The
     ``refine`` cheapest (default :data:`REFINE`; 0 or 1: just the cheapest) are then run
     through the analytical model (``sw_driver.perfmodel.predict_layer``, dense data, the
@@ -499,7 +501,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
     reasons = set()
     n_h = L.U * (e - 1) + Rc
     nb_options = sorted({max(1, math.ceil(L.N / 2 ** k)) for k in range(12)}, reverse=True)
-    best, best_cost, cands = None, None, []
+    cands = []
     for nb in nb_options:
         if nb * n_fold >= 1 << N_ROWS_BITS:
             reasons.add(f"{nb} image(s) x {n_fold} folds exceed {(1 << N_ROWS_BITS) - 1} "
@@ -567,9 +569,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                          ifmap_buffers=0 if if_buf == nbuf else if_buf)
                             cost = mp.cost()
                             cands.append((cost, len(cands), mp))
-                            if best_cost is None or cost < best_cost:
-                                best, best_cost = mp, cost
-    if best is not None:
+    if cands:
         # One candidate per geometry: with and without a resident ifmap the same passes
         # run, so keep the cheaper, and on a tie the one reading fewer DRAM words.
         geo = {}
