@@ -270,10 +270,9 @@ def test_resident_ifmap_is_read_from_dram_once(monkeypatch, buffers):
 
     runs = {}
     for resident in (False, True):
-        # (buffers, resident, ifmap copies): a resident ifmap of several channel blocks is
-        # one copy (mapper._buffer_options); the mapper picks between them by cost
+        # (buffers, resident) candidates; the mapper would pick between them by cost
         monkeypatch.setattr(mapper_mod, "_buffer_options",
-                            lambda b, n_cb, r=resident: [(buffers, r, 1 if r else buffers)])
+                            lambda b, n_cb, r=resident: [(buffers, r)])
         stats, pred = _run_and_predict(TINY, 2, 8, 8, 24, 3, P=1, bias=True, seed=5,
                                        dram=DramModel.eyeriss())
         mp = stats.layers[0].mapping
@@ -284,6 +283,7 @@ def test_resident_ifmap_is_read_from_dram_once(monkeypatch, buffers):
     la = lanes(act_bits(TINY.data_width))
     (c0, p0, mp0), (c1, p1, mp1) = runs[False], runs[True]
     assert (mp0.p, mp0.q, mp0.t_sets, mp0.nb) == (mp1.p, mp1.q, mp1.t_sets, mp1.nb)
+    assert mp1.if_copies == 1 and "ifmap.1" not in mp1.glb     # one copy, self-buffering
     ifmap_words = 2 * 8 * math.ceil(8 * 8 / la)       # N * C planes, raw
     assert p0["dram_reads_data"] - p1["dram_reads_data"] == (mp1.n_mblocks - 1) * ifmap_words
     assert c1["dram_reads"] < c0["dram_reads"]

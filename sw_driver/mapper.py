@@ -137,12 +137,9 @@ class Mapping:
     #: channel blocks), loaded from DRAM once per image block and read by every filter
     #: block. Otherwise it holds one channel block, loaded again for every filter block.
     #: Eyeriss keeps ifmaps in the GLB across filters where they fit (JSSC 2017, section
-    #: IV-A); AlexNet CONV1 at N = 4 reads its ifmap once instead of 4 times.
+    #: IV-A). Always so with one channel block (no extra GLB); with several, the mapper
+    #: weighs the larger region (AlexNet: no layer fits it on ``eyeriss``).
     ifmap_resident: bool = False
-    #: Copies of the ifmap region; 0 means ``buffers``. A resident ifmap of two or more
-    #: channel blocks has 1: it is loaded channel block by channel block, each into its own
-    #: planes, so it double-buffers itself (``sw_driver.compiler``).
-    ifmap_buffers: int = 0
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -177,8 +174,10 @@ class Mapping:
 
     @property
     def if_copies(self) -> int:
-        """Copies of the GLB ifmap region (:attr:`ifmap_buffers`, default ``buffers``)."""
-        return self.ifmap_buffers or self.buffers
+        """Copies of the GLB ifmap region: ``buffers``, except 1 for a resident ifmap of
+        several channel blocks, which is loaded channel block by channel block into planes
+        of its own and so double-buffers itself (:func:`_if_copies`)."""
+        return _if_copies(self.buffers, self.ifmap_resident, self.n_cblocks)
 
     @property
     def if_channels(self) -> int:
@@ -401,15 +400,17 @@ def _tag_values(pqs: int, filter_lanes: int) -> int:
 
 
 def _buffer_options(buffers, n_cblocks):
-    """(buffers, ifmap resident, ifmap copies) candidates. With one channel block the ifmap
-    is resident at no GLB cost; otherwise a resident ifmap needs all channel blocks of an
-    image block in the GLB, once (the channel blocks take turns like two buffers)."""
+    """(buffers, ifmap resident) candidates. With one channel block the ifmap is resident
+    at no GLB cost; otherwise both are tried."""
     for nbuf in buffers:
-        if n_cblocks == 1:
-            yield nbuf, True, nbuf
-            continue
-        yield nbuf, False, nbuf
-        yield nbuf, True, 1
+        if n_cblocks > 1:
+            yield nbuf, False
+        yield nbuf, True
+
+
+def _if_copies(buffers, resident, n_cblocks):
+    """Copies of the GLB ifmap region (see :attr:`Mapping.if_copies`)."""
+    return 1 if resident and n_cblocks > 1 else buffers
 
 
 def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers=1,
@@ -524,7 +525,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                 math.ceil(L.Mg / t_sets), 255)
 
                     n_cb = math.ceil(L.Cg / (q * r_sets))
-                    for nbuf, resident, if_buf in _buffer_options(buffers, n_cb):
+                    for nbuf, resident in _buffer_options(buffers, n_cb):
                         def plan_for(p):
                             # fewer filter groups when p * t_sets overshoots M (side by
                             # side only: a stack keeps its t_rows)
@@ -536,7 +537,8 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                                     nb=nb, buffers=nbuf,
                                                     if_channels=(n_cb * q * r_sets
                                                                  if resident else None),
-                                                    if_buffers=if_buf)
+                                                    if_buffers=_if_copies(
+                                                        nbuf, resident, n_cb))
                         # The GLB need grows with p: binary-search the largest p that fits.
                         lo, hi, found = 1, p_cap, None
                         while lo <= hi:
@@ -565,8 +567,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                          n_rchunks=n_rchunks, r_sets=r_sets, t_sets=t_eff,
                                          p=p, q=q, nb=nb, glb=plan, buffers=nbuf,
                                          dram_rate=dram_rate, t_rows=t_rows,
-                                         ifmap_resident=resident,
-                                         ifmap_buffers=0 if if_buf == nbuf else if_buf)
+                                         ifmap_resident=resident)
                             cost = mp.cost()
                             cands.append((cost, len(cands), mp))
     if cands:
