@@ -377,3 +377,59 @@ def test_ifmap_burst_waits_only_for_the_chains_it_feeds(monkeypatch):
     assert (r32 - r16) == 4 * 16, (r16, r32)          # the RTL: 4 cycles per window
     assert (m32 - m16) == (r32 - r16), (m16, m32)
     assert abs(m32 - r32) <= 0.05 * r32
+
+
+def test_row_strips_run_as_one_pipeline(monkeypatch):
+    """AlexNet CONV1 on ``eyeriss`` at batch 4 runs as 8 row strips (7 of 7 ofmap rows,
+    then one of 6) with the same GLB regions. ``compile_strips`` chains them into one
+    software pipeline: only the first two commands wait for every engine, PE roles are set
+    once at the start and once more, waiting only for PASS, before the 6-row strip's first
+    pass; the strips compiled one by one start each with a load that waits for every
+    engine. At batch 1 (the 6-row strip maps differently there, so 7 strips chain) the
+    chained list moves the same DRAM words in fewer cycles (model)."""
+    import sw_driver.compiler as comp
+    from hw.layouts import Opcode, WaitMask
+    from sw_driver.perfmodel import _parse_commands
+    from sw_driver.strips import plan_layer
+
+    eye = preset("eyeriss")
+    L = LayerShape(4, 3, 227, 227, 96, 11, 11, 4)
+    _, strips = plan_layer(L, eye, dram_rate=0.3)
+    mps = [s.mapping for s in strips]
+    assert [s.e1 - s.e0 for s in strips] == [7] * 7 + [6]
+    assert comp.strips_chain(mps)
+
+    chain_real = comp.strips_chain
+
+    def commands(chain):
+        monkeypatch.setattr(comp, "strips_chain", chain_real if chain else lambda m: False)
+        dram = comp.DramAllocator(base=16)
+        ins = [comp.PlaneStore.allocate(dram, mp.layer.N, mp.layer.C, mp.layer.H,
+                                        mp.layer.W, rlc=False) for mp in mps]
+        outs = [comp.PlaneStore.allocate(dram, mp.layer.N, mp.layer.M, mp.layer.E,
+                                         mp.layer.F, rlc=True) for mp in mps]
+        progs = comp.compile_strips(mps, dram, weights=np.zeros((96, 3, 11, 11)), bias=None,
+                                    ifmaps=ins, ofmaps=outs, relu=True)
+        return _parse_commands([w for p in progs for w in p.commands], 0)
+
+    chained, separate = commands(True), commands(False)
+    all_engines = (WaitMask.LOAD | WaitMask.STORE | WaitMask.PASS).value
+    # ROLES, then the first load: the only commands that wait for every engine
+    assert [c.index for c in chained if c.wait == all_engines] == [0, 1]
+    assert chained[0].opcode == Opcode.ROLES
+    assert sum(c.wait == all_engines for c in separate) == 2 * len(strips)
+    roles = [c for c in chained if c.opcode == Opcode.ROLES]
+    assert len(roles) == 2 and roles[1].wait == WaitMask.PASS.value
+    passes = [c.index for c in chained if c.opcode == Opcode.RUN and c.engine.name == "PASS"]
+    n7 = sum(mp.n_passes for mp in mps[:7])
+    assert passes[n7 - 1] < roles[1].index < passes[n7]      # just before strip 8's first
+
+    layer = ConvLayer(np.zeros((96, 3, 11, 11), dtype=np.int16), stride=4, relu=True)
+    monkeypatch.setattr(comp, "strips_chain", chain_real)
+    fast = predict_network(eye, (1, 3, 227, 227), [layer], dram=DramModel.eyeriss())
+    monkeypatch.setattr(comp, "strips_chain", lambda m: False)
+    slow = predict_network(eye, (1, 3, 227, 227), [layer], dram=DramModel.eyeriss())
+    assert fast.counts["dram_reads_data"] == slow.counts["dram_reads_data"]
+    assert fast.counts["dram_writes"] == slow.counts["dram_writes"]
+    assert fast.cycles < 0.99 * slow.cycles, (fast.cycles, slow.cycles)
+

@@ -17,7 +17,7 @@ import numpy as np
 
 from hw.config import AcceleratorConfig
 from hw.layouts import ErrorCode, act_bits, lanes
-from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer, finish_program
+from sw_driver.compiler import DramAllocator, PlaneStore, compile_strips, finish_program
 from sw_driver.mapper import LayerShape, Mapping, map_layer
 from sw_driver.strips import plan_network, strip_inputs
 from sw_driver.targets import AcceleratorError, DramModel, PysimTarget, VerilatorTarget
@@ -157,14 +157,14 @@ class Accelerator:
                                               rlc=ifmap_rlc, data_width=cfg.data_width):
                     dram.segments.append((store.base, store.encode(xs, cfg.data_width)))
                     inputs.append(store)
-            for st, store in zip(strips, inputs):
-                L = st.mapping.layer
-                out = PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=rlc,
-                                          data_width=cfg.data_width)
-                prog = compile_layer(st.mapping, dram, weights=layer.weights, bias=layer.bias,
-                                     ifmap=store, ofmap=out,
-                                     product_shift=layer.product_shift,
-                                     output_shift=layer.output_shift, relu=layer.relu)
+            outs = [PlaneStore.allocate(dram, L.N, L.M, L.E, L.F, rlc=rlc,
+                                        data_width=cfg.data_width)
+                    for L in (st.mapping.layer for st in strips)]
+            for prog in compile_strips([st.mapping for st in strips], dram,
+                                       weights=layer.weights, bias=layer.bias,
+                                       ifmaps=inputs, ofmaps=outs,
+                                       product_shift=layer.product_shift,
+                                       output_shift=layer.output_shift, relu=layer.relu):
                 commands += prog.commands
                 programs.append(prog)
             inputs = [programs[-1].ofmap]

@@ -1378,7 +1378,7 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
     as the driver runs it (``sw_driver.strips``). Raises ``ValueError`` like the driver for an
     unmappable layer.
     """
-    from sw_driver.compiler import DramAllocator, PlaneStore, compile_layer
+    from sw_driver.compiler import DramAllocator, PlaneStore, compile_strips
     cfg = config
     if isinstance(x, tuple):
         shape = x
@@ -1408,19 +1408,19 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
             if zf is None:
                 zf = 0.5 if layer.relu else 0.0
             yv = _synth(full, zf, seed + li + 1)
-        for st, store in zip(strips, inputs):
-            mp = st.mapping
-            mps.append(mp)
-            L = mp.layer
-            out = PlaneStore.allocate(dram_alloc, L.N, L.M, L.E, L.F, rlc=rlc,
-                                      data_width=cfg.data_width)
-            wz = np.zeros(w.shape, dtype=np.int64)
-            prog = compile_layer(mp, dram_alloc, weights=wz, bias=layer.bias, ifmap=store,
-                                 ofmap=out, product_shift=layer.product_shift,
-                                 output_shift=layer.output_shift, relu=layer.relu)
+        outs = [PlaneStore.allocate(dram_alloc, L.N, L.M, L.E, L.F, rlc=rlc,
+                                    data_width=cfg.data_width)
+                for L in (st.mapping.layer for st in strips)]
+        progs = compile_strips([st.mapping for st in strips], dram_alloc,
+                               weights=np.zeros(w.shape, dtype=np.int64), bias=layer.bias,
+                               ifmaps=inputs, ofmaps=outs,
+                               product_shift=layer.product_shift,
+                               output_shift=layer.output_shift, relu=layer.relu)
+        for st, prog, out in zip(strips, progs, outs):
+            mps.append(st.mapping)
             commands += prog.commands
             tensors.append((out, st.ofmap(yv) if len(strips) > 1 else yv))
-        inputs = [out]
+        inputs = [outs[-1]]
     from sw_driver.compiler import cmd_words
     words = list(commands) + cmd_words(Opcode.END)
     cmd_addr = dram_alloc.alloc(len(words))
