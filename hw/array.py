@@ -100,8 +100,6 @@ class PEArray(wiring.Component):
     config : AcceleratorConfig
         Uses ``pe_rows``, ``pe_cols``, ``data_width``, ``psum_width``, ``psum_spad_depth``,
         ``psum_lanes`` and whatever :class:`~hw.pe.ProcessingElement` uses.
-    out_fifo_depth : int
-        Passed to every :class:`~hw.pe.ProcessingElement`.
 
     Ports
     -----
@@ -226,9 +224,8 @@ class PEArray(wiring.Component):
     tail ``psum_out`` -> ``gon`` 1 cycle (for any ``L``).
     """
 
-    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 7):
+    def __init__(self, config: AcceleratorConfig):
         self._config = config
-        self._out_fifo_depth = out_fifo_depth
         dw, n = config.data_width, config.num_pes
         super().__init__({
             "role_wr": In(stream.Signature(pe_role_layout())),
@@ -265,7 +262,7 @@ class PEArray(wiring.Component):
         pes = []
         for r in range(rows):
             for col in range(cols):
-                pe = ProcessingElement(c, out_fifo_depth=self._out_fifo_depth)
+                pe = ProcessingElement(c)
                 m.submodules[f"pe_{r}_{col}"] = pe
                 pes.append(pe)
         roles = [Signal(role_layout(), name=f"role_{k // cols}_{k % cols}") for k in range(n)]

@@ -110,11 +110,12 @@ class ProcessingElement(wiring.Component):
     ----------
     config : AcceleratorConfig
         Uses ``data_width``, ``psum_width``, ``filter_spad_depth``, ``ifmap_spad_depth``,
-        ``psum_spad_depth`` and ``zero_gating``.
-    out_fifo_depth : int
-        Depth of the ``SyncFIFOBuffered`` that holds finished (not yet joined) psums, >= 2;
-        ``out_fifo_depth - 1`` entries are usable (one is kept as a credit margin). It decouples
-        compute from the arrival of ``psum_in`` so that PEs chained vertically run concurrently.
+        ``psum_spad_depth``, ``zero_gating`` and ``psum_fifo_depth``: the depth of the
+        ``SyncFIFOBuffered`` that holds finished (not yet joined) psums, >= 2;
+        ``psum_fifo_depth - 1`` entries are usable (one is kept as a credit margin). It
+        decouples compute from the arrival of ``psum_in`` so that PEs chained vertically run
+        concurrently, and PEs whose windows cost different cycles (zero skipping) can run
+        up to ``(psum_fifo_depth - 1) / p`` windows apart.
 
     Ports
     -----
@@ -198,11 +199,8 @@ class ProcessingElement(wiring.Component):
     Constraints: see :class:`PEConfig` (assumed, not checked).
     """
 
-    def __init__(self, config: AcceleratorConfig, *, out_fifo_depth: int = 7):
-        if out_fifo_depth < 2:
-            raise ValueError(f"out_fifo_depth must be at least 2, got {out_fifo_depth}")
+    def __init__(self, config: AcceleratorConfig):
         self._config = config
-        self._out_fifo_depth = out_fifo_depth
         dw, pw = config.data_width, config.psum_width
         super().__init__({
             "cfg": In(PEConfig(config)),
@@ -226,7 +224,7 @@ class ProcessingElement(wiring.Component):
         c = self._config
         dw, pw = c.data_width, c.psum_width
         fdepth, idepth, pdepth = c.filter_spad_depth, c.ifmap_spad_depth, c.psum_spad_depth
-        odepth = self._out_fifo_depth
+        odepth = c.psum_fifo_depth
 
         # ---- storage -------------------------------------------------------------------
         # Filter spad: ``fl`` banks (``config.filter_lanes``); weight ``a`` in bank ``a % fl``

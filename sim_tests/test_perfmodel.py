@@ -433,3 +433,26 @@ def test_row_strips_run_as_one_pipeline(monkeypatch):
     assert fast.counts["dram_writes"] == slow.counts["dram_writes"]
     assert fast.cycles < 0.99 * slow.cycles, (fast.cycles, slow.cycles)
 
+
+@pytest.mark.verilator
+def test_deep_psum_fifo_lets_zero_skipping_save_cycles():
+    """``psum_fifo_depth`` (each PE's output FIFO of finished psums) decouples the PEs of a
+    psum chain. With zero skipping every PE's windows cost different cycles; with the
+    7-entry FIFO a window waits for the slowest PE of its chain, with 49 entries a PE may
+    run about ``48 / p`` windows ahead. The same sparse CONV2-like layer (5 x 5 filters,
+    60% zeros, 5-PE chains, p = 8) on ``small`` with both depths: bit-exact, the same
+    mapping, the model's counts exact and its cycles within 5% of each run, and the deep
+    FIFO faster in the RTL and in the model (measured: 16,836 -> 15,508 cycles)."""
+    runs = {}
+    for depth in (7, 49):
+        cfg = SMALL.replace(psum_fifo_depth=depth)
+        stats, pred = _run_and_predict(cfg, 1, 8, 14, 16, 5, 1, 2, zeros=0.6, relu=True,
+                                       seed=11)
+        _check(stats, pred)
+        mp = stats.layers[0].mapping
+        runs[depth] = (stats.counters["cycles"], pred.cycles,
+                       (mp.p, mp.q, mp.e, mp.n_fold, mp.r_sets, mp.t_sets, mp.nb))
+    (r7, m7, g7), (r49, m49, g49) = runs[7], runs[49]
+    assert g7 == g49 and g7[0] > 1, (g7, g49)
+    assert r49 < 0.95 * r7, (r7, r49)
+    assert m49 < 0.95 * m7, (m7, m49)

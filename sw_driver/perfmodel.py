@@ -41,14 +41,16 @@ model of the hardware. Which command waits for what is read from each command he
   per cycle and a chain head starts
   when its tag is loaded; a window costs ``p`` cycles per (s, qi) iteration, 1 cycle for a
   skipped zero (zero gating: not on the first/last iteration of a window); a chain's window
-  is as slow as its slowest PE; the ifmap GIN is a one-word-per-cycle server of columns of
+  is as slow as its slowest PE, up to the ``psum_fifo_depth - 1`` psums each PE's output
+  FIFO lets it run ahead (:func:`_chain_cost`); the ifmap GIN is a one-word-per-cycle server of columns of
   ``r_sets*n_h*q`` words whose columns are released when the PEs have consumed the slots
   (spad of ``q*S`` words; a new row only after the row's last window); the GON (and the psum
   GIN) serve the chains one transfer per cycle in ``(window, chain group, filter)`` order,
   a transfer taking a psum of every chain of a group of ``psum_lanes`` when the group's
   last chain has it (groups of one chain without psum lanes), a chain's
-  last iteration stalls when 8 of its psums wait for the GON (PE output FIFO, output
-  registers); the pass ends 3 cycles after the last GON write.
+  last iteration stalls when ``psum_fifo_depth + 1`` of its psums wait for the GON (PE
+  output FIFO, output registers: 8 with the 7-entry FIFO); the pass ends 3 cycles after
+  the last GON write.
 
 Units: cycles of the accelerator clock; DRAM and GLB quantities in 64-bit words; MACs and
 NoC transfers in elements. Sources: Eyeriss (Chen et al., IEEE JSSC 52(1), 2017, section IV),
@@ -128,12 +130,15 @@ _STORE_TAIL = 2            # last DRAM write -> busy low
 _PASS_FIRST_WORD = 3       # launch -> first GIN word in the PEs (AGU 2 + reader 1 ... )
 _PASS_HEAD_START = 4       # launch -> a PE whose filters are loaded issues (+ filter words)
 _GON_AFTER_LAST_ITER = 7   # head's last iteration starts -> first GON transfer of the chain
-_CHAIN_BUFFER = 8          # psums a chain holds (PE output FIFO 4 + registers) before its
-                           # last iteration stalls: psum m issues after the GON took m - 8
+# Psums a chain holds before its last iteration stalls (``config.psum_fifo_depth - 1`` usable
+# PE output FIFO entries + the 2-entry output register): psum m issues after the GON took
+# m - (psum_fifo_depth + 1); 8 with the 7-entry FIFO.
+_CHAIN_BUFFER_EXTRA = 2
 _PSUM_IN_EXTRA = 0         # extra chain latency when psums come from the psum GIN
 _PASS_TAIL = 3             # last GON transfer -> GLB write -> busy low
 _GIN_TO_FETCH = 2          # GIN word accepted -> PE may fetch it
-_PE_DECOUPLE = 6           # psums a PE buffers between itself and its chain neighbours
+# Psums a PE buffers between itself and its chain neighbours: the usable output FIFO
+# entries, ``config.psum_fifo_depth - 1`` (6 with the 7-entry FIFO).
 
 
 @dataclass
@@ -742,6 +747,7 @@ class _PassGeom:
     first_pos: list          # per chain: the smallest ifmap tag of its PEs (first in a burst)
     load_filter: bool
     psum_in_en: bool
+    chain_buffer: int = 8    # psums a chain holds before its last iteration stalls
 
 
 def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
@@ -822,7 +828,7 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
         LI = np.maximum(A + K - p, avail_last)
         Uend = LI + p - 1
         E = np.empty(NC)
-        m_last = w * p + p - 1 - _CHAIN_BUFFER      # psum whose GON take frees a slot
+        m_last = w * p + p - 1 - g.chain_buffer     # psum whose GON take frees a slot
         # One GON transfer takes a psum of every chain of a group (psum lanes), when the
         # last chain of the group has it.
         for grp in groups:
@@ -843,18 +849,19 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
     return total, {"gin_busy": len(gin_end) * GW}
 
 
-def _chain_cost(K: np.ndarray, p: int) -> np.ndarray:
+def _chain_cost(K: np.ndarray, p: int, decouple: int = 6) -> np.ndarray:
     """Effective per-window cost of a psum chain from its PEs' costs ``K[pe, window]``.
 
-    The PEs of a chain are decoupled by their output FIFOs (4 psums) and output registers
-    (2): a PE can run about ``ceil(6 / p)`` windows ahead of the slowest PE of its chain,
-    never more (a PE whose psums cannot leave stalls in its last iteration). With equal
+    The PEs of a chain are decoupled by their output FIFOs (``decouple`` usable entries,
+    ``config.psum_fifo_depth - 1``): a PE can run about ``ceil(decouple / p)`` windows ahead
+    of the slowest PE of its chain, never more (a PE whose psums cannot leave stalls in its
+    last iteration). With equal
     costs (dense data) this is just the cost; with zero skipping it lies between the sum
     of per-window maxima (large ``p``) and the maximum of per-PE sums (small ``p``)."""
     n, NW = K.shape
     if n == 1 or (K == K[0]).all():
         return K[0].copy()
-    lag = max(1, math.ceil(_PE_DECOUPLE / p))
+    lag = max(1, math.ceil(decouple / p))
     D = np.zeros(n)
     T = np.zeros(NW)
     for w in range(NW):
@@ -1161,7 +1168,8 @@ class _Machine:
                          words_per_col=words_per_col, n_chains=len(tails),
                          chain_order=chain_order, chain_group=chain_group,
                          head_tag=head_tag, head_pos=head_pos, first_pos=first_pos,
-                         load_filter=load_filter, psum_in_en=psum_in_en)
+                         load_filter=load_filter, psum_in_en=psum_in_en,
+                         chain_buffer=c.psum_fifo_depth - 1 + _CHAIN_BUFFER_EXTRA)
         # ---- per-PE zero statistics -> chain window costs and gated MACs ------------
         cost, gated, skipped_iters = self._window_costs(d, chains, chain_order, geom)
         cnt["macs_gated"] += gated
@@ -1286,7 +1294,7 @@ class _Machine:
                 else:
                     pe_cost = np.full(NW, pqs)
                 pes_cost.append(pe_cost)
-            cost[ci] = _chain_cost(np.array(pes_cost), p)
+            cost[ci] = _chain_cost(np.array(pes_cost), p, c.psum_fifo_depth - 1)
         # every active PE is in exactly one chain, so the gated MACs are complete
         return cost, gated_total, skipped_total
 
