@@ -450,7 +450,7 @@ def _layer_units(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Plan
                         "rlc": int(ofmap.rlc)}))
                 units.append(unit)
                 n_unit += 1
-    counters.update(unit=n_unit, cblk=n_cblk, **{"pass": n_pass})
+    counters.update({"unit": n_unit, "cblk": n_cblk, "pass": n_pass})
     return prog, units
 
 
