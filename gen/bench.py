@@ -374,7 +374,7 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
 
     \b
     Examples:
-      accelgen bench alexnet                          # the fair comparison (under an hour)
+      accelgen bench alexnet                          # the fair comparison (about 20 min)
       accelgen bench alexnet --layers conv3 --batch 1
       accelgen bench alexnet --model-only             # analytical model, seconds
       accelgen bench alexnet --preset small --scale-c 8 --scale-m 8 --batch 1
