@@ -376,7 +376,7 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
     Examples:
       accelgen bench alexnet                          # the fair comparison (about 20 min)
       accelgen bench alexnet --layers conv3 --batch 1
-      accelgen bench alexnet --model-only             # analytical model, seconds
+      accelgen bench alexnet --model-only             # analytical model, about a minute
       accelgen bench alexnet --preset small --scale-c 8 --scale-m 8 --batch 1
     """
     layer_list = [s.strip() for s in layers.split(",") if s.strip()] or None
