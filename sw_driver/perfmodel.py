@@ -42,9 +42,10 @@ model of the hardware. Which command waits for what is read from each command he
   when its tag is loaded; a window costs ``p`` cycles per (s, qi) iteration, 1 cycle for a
   skipped zero (zero gating: not on the first/last iteration of a window); a chain's window
   is as slow as its slowest PE, up to the ``psum_fifo_depth - 1`` psums each PE's output
-  FIFO lets it run ahead (:func:`_chain_cost`); the ifmap GIN is a one-word-per-cycle server of columns of
-  ``r_sets*n_h*q`` words whose columns are released when the PEs have consumed the slots
-  (spad of ``q*S`` words; a new row only after the row's last window); the GON (and the psum
+  FIFO lets it run ahead (:func:`_chain_cost`); the ifmap GIN is a one-word-per-cycle
+  server of columns of ``r_sets*n_h*q`` words whose columns are released when the PEs
+  have consumed the slots (spad of ``q*S`` words; a new row only after the row's last
+  window); the GON (and the psum
   GIN) serve the chains one transfer per cycle in ``(window, chain group, filter)`` order,
   a transfer taking a psum of every chain of a group of ``psum_lanes`` when the group's
   last chain has it (groups of one chain without psum lanes), a chain's
@@ -137,8 +138,6 @@ _CHAIN_BUFFER_EXTRA = 2
 _PSUM_IN_EXTRA = 0         # extra chain latency when psums come from the psum GIN
 _PASS_TAIL = 3             # last GON transfer -> GLB write -> busy low
 _GIN_TO_FETCH = 2          # GIN word accepted -> PE may fetch it
-# Psums a PE buffers between itself and its chain neighbours: the usable output FIFO
-# entries, ``config.psum_fifo_depth - 1`` (6 with the 7-entry FIFO).
 
 
 @dataclass
@@ -855,9 +854,9 @@ def _chain_cost(K: np.ndarray, p: int, decouple: int = 6) -> np.ndarray:
     The PEs of a chain are decoupled by their output FIFOs (``decouple`` usable entries,
     ``config.psum_fifo_depth - 1``): a PE can run about ``ceil(decouple / p)`` windows ahead
     of the slowest PE of its chain, never more (a PE whose psums cannot leave stalls in its
-    last iteration). With equal
-    costs (dense data) this is just the cost; with zero skipping it lies between the sum
-    of per-window maxima (large ``p``) and the maximum of per-PE sums (small ``p``)."""
+    last iteration). With equal costs (dense data) this is just the cost; with zero
+    skipping it lies between the sum of per-window maxima (large ``p``) and the maximum of
+    per-PE sums (small ``p``)."""
     n, NW = K.shape
     if n == 1 or (K == K[0]).all():
         return K[0].copy()
