@@ -746,7 +746,7 @@ class _PassGeom:
     first_pos: list          # per chain: the smallest ifmap tag of its PEs (first in a burst)
     load_filter: bool
     psum_in_en: bool
-    chain_buffer: int = 8    # psums a chain holds before its last iteration stalls
+    chain_buffer: int        # psums a chain holds before its last iteration stalls
 
 
 def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
@@ -848,7 +848,7 @@ def _pass_time(g: _PassGeom, cost: np.ndarray) -> tuple[int, dict]:
     return total, {"gin_busy": len(gin_end) * GW}
 
 
-def _chain_cost(K: np.ndarray, p: int, decouple: int = 6) -> np.ndarray:
+def _chain_cost(K: np.ndarray, p: int, decouple: int) -> np.ndarray:
     """Effective per-window cost of a psum chain from its PEs' costs ``K[pe, window]``.
 
     The PEs of a chain are decoupled by their output FIFOs (``decouple`` usable entries,
