@@ -272,7 +272,7 @@ def test_resident_ifmap_is_read_from_dram_once(monkeypatch, buffers):
     for resident in (False, True):
         # (buffers, resident) candidates; the mapper would pick between them by cost
         monkeypatch.setattr(mapper_mod, "_buffer_options",
-                            lambda b, n_cb, r=resident: [(buffers, r)])
+                            lambda b, n_cb, r=resident: [(buffers, r, False)])
         stats, pred = _run_and_predict(TINY, 2, 8, 8, 24, 3, P=1, bias=True, seed=5,
                                        dram=DramModel.eyeriss())
         mp = stats.layers[0].mapping
@@ -287,6 +287,58 @@ def test_resident_ifmap_is_read_from_dram_once(monkeypatch, buffers):
     ifmap_words = 2 * 8 * math.ceil(8 * 8 / la)       # N * C planes, raw
     assert p0["dram_reads_data"] - p1["dram_reads_data"] == (mp1.n_mblocks - 1) * ifmap_words
     assert c1["dram_reads"] < c0["dram_reads"]
+
+
+@pytest.mark.verilator
+def test_single_psum_region_reads_filters_once_per_larger_image_block(monkeypatch):
+    """One psum region (``Mapping.single_psum``) with double-buffered filter and ifmap
+    regions: the GLB then holds the psums of 4 images instead of 2, so every filter block's
+    filters are read from DRAM once instead of twice. Each filter block's first pass waits
+    for the STOREs of the block before (the same psum region): were that wait missing, the
+    pass would overwrite psums not yet stored and the ofmap would not be bit-exact. Both
+    mappings are bit-exact against the golden model, the model's counts are exact and its
+    cycles within 5%, and the model's DRAM data reads drop by exactly one set of filters
+    (and biases)."""
+    import sw_driver.mapper as mapper_mod
+
+    runs = {}
+    for single in (False, True):
+        monkeypatch.setattr(mapper_mod, "_buffer_options",
+                            lambda b, n_cb, s=single: [(2, n_cb == 1, s)])
+        stats, pred = _run_and_predict(TINY, 4, 8, 6, 24, 3, P=1, relu=True, bias=True,
+                                       zeros=0.4, seed=9, dram=DramModel.eyeriss())
+        mp = stats.layers[0].mapping
+        assert mp.single_psum == single and mp.buffers == 2, mp.explain()
+        _check(stats, pred)
+        runs[single] = (stats.counters, pred.counts, mp)
+    (c0, p0, mp0), (c1, p1, mp1) = runs[False], runs[True]
+    assert "psum.1" not in mp1.glb and "bias.1" not in mp1.glb and "filter.1" in mp1.glb
+    assert (mp0.p, mp0.q, mp0.t_sets, mp0.nb, mp1.nb) == (mp1.p, mp1.q, mp1.t_sets, 2, 4)
+    assert mp1.n_mblocks > 1            # several filter blocks share the one psum region
+    la = lanes(act_bits(TINY.data_width))
+    per_pass = math.ceil(mp1.r_sets * mp1.t_sets * mp1.Rc * mp1.filter_tag_values / la)
+    assert mp0.n_passes == 2 * mp1.n_passes
+    # and one bias word per filter for every filter block of an image block
+    bias_words = (mp0.n_nblocks - mp1.n_nblocks) * mp1.n_mblocks * mp1.PT
+    assert p0["dram_reads_data"] - p1["dram_reads_data"] == mp1.n_passes * per_pass + bias_words
+    assert c1["dram_reads"] < c0["dram_reads"]
+
+
+@pytest.mark.verilator
+def test_single_psum_region_waits_for_the_stores_before(monkeypatch):
+    """With one image per block, a filter block's first pass writes the very psum plane
+    that the STORE of the block before is still reading (at Eyeriss's 0.3 words/cycle):
+    only the pass's wait for STORE keeps the ofmap bit-exact. The model's counts stay exact
+    and its cycles within 5%."""
+    import sw_driver.mapper as mapper_mod
+
+    monkeypatch.setattr(mapper_mod, "_buffer_options",
+                        lambda b, n_cb: [(2, n_cb == 1, True)])
+    stats, pred = _run_and_predict(TINY, 1, 8, 6, 24, 3, P=1, relu=True, bias=True,
+                                   zeros=0.4, seed=10, dram=DramModel.eyeriss())
+    mp = stats.layers[0].mapping
+    assert mp.single_psum and mp.nb == 1 and mp.n_mblocks > 1, mp.explain()
+    _check(stats, pred)
 
 
 @pytest.mark.verilator

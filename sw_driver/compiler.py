@@ -252,6 +252,7 @@ def strips_chain(mappings) -> bool:
 
     return all({k: a for k, (a, _) in mp.glb.items()} == bases
                and mp.if_copies == first.if_copies and mp.config == first.config
+               and mp.psum_copies == first.psum_copies
                and mp.ifmap_resident == first.ifmap_resident
                and (not mp.ifmap_resident or planes(mp) == planes(first))
                for mp in mps[1:])
@@ -320,7 +321,8 @@ def _layer_units(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Plan
     nbuf = mp.buffers
 
     def region(name, k):
-        copies = mp.if_copies if name == "ifmap" else nbuf
+        copies = {"ifmap": mp.if_copies, "psum": mp.psum_copies,
+                  "bias": mp.psum_copies}.get(name, nbuf)
         return mp.glb[name if k % copies == 0 else f"{name}.{k % copies}"][0]
 
     pitch = mp.plane_pitch
@@ -355,7 +357,8 @@ def _layer_units(mp: Mapping, dram: DramAllocator, *, weights, bias, ifmap: Plan
                 m_real = min(mp.PT, L.Mg - m0)
                 bias_base = region("bias", n_unit)
                 ps_base = region("psum", n_unit) * lp
-                unit = {"bias": [], "cblocks": [], "stores": []}
+                unit = {"bias": [], "cblocks": [], "stores": [],
+                        "single_psum": mp.single_psum}
                 if bias_addr is not None:
                     unit["bias"] = cmd_words(Opcode.RUN, Engine.LOAD, _const_words(
                         load_desc_layout(), {"mode": LoadMode.RAW,
@@ -496,6 +499,11 @@ def _emit_overlapped(cmds, units):
     - A unit's psum buffer was last read by the STOREs of unit u-2. Those are all issued
       before unit u-1's first STORE, which starts only when the STORE engine is idle, and
       that is emitted before unit u's first PASS.
+    - With one psum region (``"single_psum"``, :attr:`Mapping.single_psum`) the unit's
+      psums were last read by the STOREs of unit u-1: all of them are emitted right after
+      unit u-1's last PASS (and its loads for the next pass), none is carried over, and
+      unit u's first PASS waits for STORE as well as LOAD. The bias region is single too:
+      the unit's bias load waits for STORE, after its own passes.
     - A bias load waits for STORE, so the STOREs of unit u-2 (same bias buffer) are done;
       the unit's first STORE waits for LOAD, so the bias is in the GLB.
     - The first load of the layer waits for every engine: the ifmap may be the previous
@@ -521,7 +529,10 @@ def _emit_overlapped(cmds, units):
     for i, (ui, _, pas) in enumerate(flat):
         if units[ui].get("roles") and (i == 0 or flat[i - 1][0] != ui):
             cmds += cmd_words(Opcode.ROLES, payload=units[ui]["roles"], wait=WaitMask.PASS)
-        cmds += cmd_words(Opcode.RUN, Engine.PASS, pas, wait=WaitMask.LOAD)
+        wait = WaitMask.LOAD
+        if units[ui].get("single_psum") and (i == 0 or flat[i - 1][0] != ui):
+            wait |= WaitMask.STORE          # the unit before still stores its psums
+        cmds += cmd_words(Opcode.RUN, Engine.PASS, pas, wait=wait)
         if i + 1 < len(flat):
             for ld in flat[i + 1][1]:
                 cmds += ld
@@ -536,6 +547,10 @@ def _emit_overlapped(cmds, units):
             cmds += cmd_words(Opcode.RUN, Engine.STORE, u["stores"][0],
                               wait=WaitMask.PASS | WaitMask.LOAD)
             pending = list(u["stores"][1:])
+            if u.get("single_psum"):
+                for st in pending:
+                    cmds += cmd_words(Opcode.RUN, Engine.STORE, st, wait=0)
+                pending = []
     for st in pending:
         cmds += cmd_words(Opcode.RUN, Engine.STORE, st, wait=0)
 

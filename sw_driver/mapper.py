@@ -140,6 +140,13 @@ class Mapping:
     #: IV-A). Always so with one channel block (no extra GLB); with several, the mapper
     #: weighs the larger region (AlexNet: no layer fits it on ``eyeriss``).
     ifmap_resident: bool = False
+    #: With ``buffers == 2``: ONE psum region (and bias region) while the filter and ifmap
+    #: regions stay double-buffered. A filter block's first pass then waits for the STOREs of
+    #: the filter block before, but the psums of twice as many images (or filters) fit, so
+    #: filters are read from DRAM once per larger image block. Eyeriss keeps a single psum
+    #: region in its GLB as well (JSSC 2017, section IV-A; AlexNet CONV3-5 run n = 4
+    #: images per pass, Table III).
+    single_psum: bool = False
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -178,6 +185,12 @@ class Mapping:
         several channel blocks, which is loaded channel block by channel block into planes
         of its own and so double-buffers itself (:func:`_if_copies`)."""
         return _if_copies(self.buffers, self.ifmap_resident, self.n_cblocks)
+
+    @property
+    def psum_copies(self) -> int:
+        """Copies of the GLB psum and bias regions: ``buffers``, except 1 with
+        :attr:`single_psum`."""
+        return 1 if self.single_psum else self.buffers
 
     @property
     def if_channels(self) -> int:
@@ -313,7 +326,14 @@ class Mapping:
         dram = (ifmap_words + filter_words + store_words) / rate
         ramp = self.pass_cycles() // max(1, self.n_passes) + \
             (self.nb * self.PT * L.E * L.F) // max(1, self.n_mblocks)
-        return int(max(self.predicted_cycles(), dram) + ramp)
+        pe = self.predicted_cycles()
+        if self.single_psum:
+            # Each filter block's STOREs run before the next block's first pass, at the link
+            # rate. Stores are of ReLU'd ofmaps in RLC: with about half the values zero
+            # (random weights), three (run, level) pairs per word cover about six values,
+            # 2/3 of the raw words (DESIGN.md section 3).
+            pe += STORE_RLC_FRACTION * store_words / rate
+        return int(max(pe, dram) + ramp)
 
     def cost(self) -> int:
         """The mapper's objective: :meth:`overlap_cycles` when double-buffered, else
@@ -341,6 +361,8 @@ class Mapping:
             f"folding: {self.n_fold} ofmap row(s) per column; strip-mining: "
             f"{self.n_rchunks} chunk(s) of {self.Rc} filter rows; {self.nb} image(s) per block",
             f"buffers: {'double (loads/stores overlap passes)' if self.buffers == 2 else 'single (serial)'}"
+            + ("; one psum region (a filter block's first pass waits for the stores of the "
+               "block before)" if self.single_psum else "")
             + (f"; ifmap resident: all {self.if_channels} channel(s) of an image block in the "
                f"GLB ({self.if_copies} cop{'y' if self.if_copies == 1 else 'ies'}), loaded "
                f"once for all filter blocks" if self.ifmap_resident else ""),
@@ -354,6 +376,10 @@ class Mapping:
         ]
         return "\n".join(lines)
 
+
+#: DRAM words of an RLC ofmap store per raw (4 values per word) word, as the mapper's cost
+#: assumes for :attr:`Mapping.single_psum` (about half the values zero after ReLU).
+STORE_RLC_FRACTION = 2 / 3
 
 #: Mapper candidates checked with the analytical model (:func:`map_layer`'s ``refine``).
 REFINE = 4
@@ -400,12 +426,14 @@ def _tag_values(pqs: int, filter_lanes: int) -> int:
 
 
 def _buffer_options(buffers, n_cblocks):
-    """(buffers, ifmap resident) candidates. With one channel block the ifmap is resident
-    at no GLB cost; otherwise both are tried."""
+    """(buffers, ifmap resident, single psum) candidates. With one channel block the ifmap
+    is resident at no GLB cost; otherwise both are tried. Double-buffered candidates are
+    also tried with one psum region (:attr:`Mapping.single_psum`)."""
     for nbuf in buffers:
-        if n_cblocks > 1:
-            yield nbuf, False
-        yield nbuf, True
+        for single in ((False, True) if nbuf == 2 else (False,)):
+            if n_cblocks > 1:
+                yield nbuf, False, single
+            yield nbuf, True, single
 
 
 def _if_copies(buffers, resident, n_cblocks):
@@ -414,10 +442,11 @@ def _if_copies(buffers, resident, n_cblocks):
 
 
 def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers=1,
-              if_channels=None, if_buffers=None):
+              if_channels=None, if_buffers=None, psum_buffers=None):
     """GLB regions (``buffers`` copies of each; ``if_buffers`` of the ifmap region, which
-    holds ``if_channels`` planes per image, default ``q * r_sets``), or None when they do not
-    fit. The copies of a region are named ``name`` and ``name.1``.
+    holds ``if_channels`` planes per image, default ``q * r_sets``; ``psum_buffers`` of the
+    psum and bias regions), or None when they do not fit. The copies of a region are named
+    ``name`` and ``name.1``.
 
     Filter, psum and ifmap copies start on a bank boundary, so the engines that stream them
     at the same time (filter and ifmap GIN, GON, LOAD, STORE) meet in no bank. A filter
@@ -444,7 +473,7 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers
     for k in range(buffers):
         plan["filter" if k == 0 else f"filter.{k}"] = (addr, filter_words)
         addr += banks(filter_words)
-    for k in range(buffers):
+    for k in range(psum_buffers or buffers):
         sfx = "" if k == 0 else f".{k}"
         plan["psum" + sfx] = (addr, psum_words)
         plan["bias" + sfx] = (addr + psum_words, bias_words)
@@ -525,7 +554,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                 math.ceil(L.Mg / t_sets), 255)
 
                     n_cb = math.ceil(L.Cg / (q * r_sets))
-                    for nbuf, resident in _buffer_options(buffers, n_cb):
+                    for nbuf, resident, single in _buffer_options(buffers, n_cb):
                         def plan_for(p):
                             # fewer filter groups when p * t_sets overshoots M (side by
                             # side only: a stack keeps its t_rows)
@@ -538,7 +567,8 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                                     if_channels=(n_cb * q * r_sets
                                                                  if resident else None),
                                                     if_buffers=_if_copies(
-                                                        nbuf, resident, n_cb))
+                                                        nbuf, resident, n_cb),
+                                                    psum_buffers=1 if single else nbuf)
                         # The GLB need grows with p: binary-search the largest p that fits.
                         lo, hi, found = 1, p_cap, None
                         while lo <= hi:
@@ -567,12 +597,13 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                          n_rchunks=n_rchunks, r_sets=r_sets, t_sets=t_eff,
                                          p=p, q=q, nb=nb, glb=plan, buffers=nbuf,
                                          dram_rate=dram_rate, t_rows=t_rows,
-                                         ifmap_resident=resident)
+                                         ifmap_resident=resident, single_psum=single)
                             cost = mp.cost()
                             cands.append((cost, len(cands), mp))
     if cands:
-        # One candidate per geometry: with and without a resident ifmap the same passes
-        # run, so keep the cheaper, and on a tie the one reading fewer DRAM words.
+        # One candidate per geometry: with and without a resident ifmap, or with one or two
+        # psum regions, the same passes run, so keep the cheaper (two psum regions never
+        # cost more), and on a tie the one reading fewer DRAM words.
         geo = {}
         for cost, k, mp in cands:
             key = (mp.p, mp.q, mp.r_sets, mp.t_sets, mp.t_rows, mp.nb, mp.buffers)
