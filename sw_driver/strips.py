@@ -55,15 +55,31 @@ def host_pad(x: np.ndarray, padding: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
 
 
+#: Row strips replace a first layer that maps whole only when :meth:`Mapping.cost` puts
+#: them below this fraction of the whole mapping's cost (:func:`plan_layer`).
+STRIP_MARGIN = 0.8
+
+
 def _split(E: int, k: int) -> list[tuple[int, int]]:
     size = math.ceil(E / k)
     return [(e0, min(E, e0 + size)) for e0 in range(0, E, size)]
 
 
 def plan_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
-               buffers=(1, 2), extra_tries: int = 6) -> tuple[bool, list[Strip]]:
+               buffers=(1, 2), extra_tries: int = 6,
+               strips_if_cheaper: bool = False) -> tuple[bool, list[Strip]]:
     """Map ``layer`` whole if it fits, else in the fewest row strips that all map (and up to
     ``extra_tries`` more strip counts, keeping the cheapest by ``Mapping.cost``).
+
+    ``strips_if_cheaper``: also weigh 2 .. ``1 + extra_tries`` strips against a layer that
+    maps whole; strips win when they cost less than :data:`STRIP_MARGIN` times the whole
+    mapping. Only a network's first layer can run in strips. A plane that only just fits
+    the GLB maps whole with tiny filter blocks (AlexNet CONV1 on ``eyeriss`` with 30 GLB
+    banks instead of 27: p = 1, 96 filter blocks, each re-reading the ifmap; the model puts
+    it at 116.9 M cycles against 3.7 M in 8 strips with 27 banks), so without this a larger
+    GLB could map a first layer far worse than a smaller one. The margin is there because
+    ``Mapping.cost`` is a closed form: for AlexNet CONV4 it puts 2 strips 0.1% below the
+    whole layer, which the analytical model runs in 3.76 M cycles against 2.53 M.
 
     Returns ``(host_padded, strips)``. ``host_padded`` is True when the strips read a
     host-padded ifmap (:func:`host_pad`) and run with ``padding = 0``.
@@ -75,12 +91,14 @@ def plan_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float
         (the limit is then not the ifmap plane's size).
     """
     L = layer
+    best, best_cost, first_k, err = None, None, None, None
     try:
         mp = map_layer(L, config, dram_rate=dram_rate, buffers=buffers)
-        return False, [Strip(0, L.E, 0, L.H, mp)]
+        if not strips_if_cheaper:
+            return False, [Strip(0, L.E, 0, L.H, mp)]
+        best, best_cost, first_k = [Strip(0, L.E, 0, L.H, mp)], STRIP_MARGIN * mp.cost(), 1
     except ValueError as whole_error:
         err = whole_error
-    best, best_cost, first_k = None, None, None
     for k in range(2, L.E + 1):
         if first_k is not None and k > first_k + extra_tries:
             break
@@ -108,7 +126,7 @@ def plan_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float
             best, best_cost = strips, cost
     if best is None:
         raise err
-    return True, best
+    return len(best) > 1, best
 
 
 def plan_network(config: AcceleratorConfig, x_shape, layers, *, dram_rate: float = 1.0,
@@ -138,7 +156,8 @@ def plan_network(config: AcceleratorConfig, x_shape, layers, *, dram_rate: float
         if mappings is not None:
             padded, strips = False, [Strip(0, L.E, 0, L.H, mappings[li])]
         else:
-            padded, strips = plan_layer(L, config, buffers=buffers, dram_rate=dram_rate)
+            padded, strips = plan_layer(L, config, buffers=buffers, dram_rate=dram_rate,
+                                        strips_if_cheaper=li == 0)
         if len(strips) > 1 and li > 0:
             raise ValueError(
                 f"layer {li} ({L}) does not fit the GLB whole and would run in "
