@@ -214,7 +214,7 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
                                f"r_sets={mapping.r_sets} t_sets={mapping.t_sets} "
                                f"t_rows={mapping.t_rows} "
                                f"nb={mapping.nb} buffers={mapping.buffers}"
-                                         + (" single_psum" if mapping.single_psum else "")})
+                               + (" single_psum" if mapping.single_psum else "")})
         if model_only:
             row["status"] = "model only"
             row["of_ideal"] = row["ideal_cycles"] / pred.cycles

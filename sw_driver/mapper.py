@@ -143,9 +143,8 @@ class Mapping:
     #: With ``buffers == 2``: ONE psum region (and bias region) while the filter and ifmap
     #: regions stay double-buffered. A filter block's first pass then waits for the STOREs of
     #: the filter block before, but the psums of twice as many images (or filters) fit, so
-    #: filters are read from DRAM once per larger image block. Eyeriss keeps a single psum
-    #: region in its GLB as well (JSSC 2017, section IV-A; AlexNet CONV3-5 run n = 4
-    #: images per pass, Table III).
+    #: filters are read from DRAM once per larger image block. Eyeriss runs AlexNet CONV3-5
+    #: with n = 4 images per pass (JSSC 2017, Table III; BENCHMARKS.md).
     single_psum: bool = False
 
     # -- derived ---------------------------------------------------------------------------
