@@ -120,8 +120,8 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
     """Run the benchmark; returns one row (dict) per layer.
 
     ``threads``: Verilator threads of the model (an int, or ``"auto"``:
-    :func:`sw_driver.targets.auto_threads`, 2 on a machine with 2+ cores for arrays of 100+
-    PEs).
+    :func:`sw_driver.targets.auto_threads`, 2 on a machine with 4+ cores for arrays of 100+
+    PEs, else 1).
 
     Raises
     ------
@@ -363,7 +363,8 @@ def plot(rows, path: Path, meta: dict):
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
 @click.option("--threads", default="auto", show_default=True, metavar="N|auto",
               help="Verilator threads of the model; 'auto': 2 for arrays of 100+ PEs on a "
-                   "machine with 2+ cores (1.9x faster for eyeriss on 2 cores), else 1.")
+                   "machine with 4+ cores, else 1 (on 2 cores one thread is 5-15% faster "
+                   "for eyeriss).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("build/bench"), show_default=True,
               help="Where bench.csv, bench.json and bench.png go.")
@@ -376,7 +377,7 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
 
     \b
     Examples:
-      accelgen bench alexnet                          # the fair comparison (about 20 min)
+      accelgen bench alexnet                          # the fair comparison (about 15 min)
       accelgen bench alexnet --layers conv3 --batch 1
       accelgen bench alexnet --model-only             # analytical model, about a minute
       accelgen bench alexnet --preset small --scale-c 8 --scale-m 8 --batch 1

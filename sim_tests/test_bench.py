@@ -62,19 +62,22 @@ def test_bench_rejects_unknown_layers_and_reports_unmappable():
 
 
 def test_verilator_threads_choice_and_validation(monkeypatch):
-    """``auto_threads``: 2 only for arrays of THREADS_MIN_PES+ PEs on 2+ cores; the target,
-    run_bench and the CLI reject a thread count below 1."""
+    """``auto_threads``: 2 only for arrays of THREADS_MIN_PES+ PEs on THREADS_MIN_CORES+
+    cores (one thread on this 2-core machine); the target, run_bench and the CLI reject a
+    thread count below 1."""
     import os
 
     from hw.config import preset
-    from sw_driver.targets import THREADS_MIN_PES, VerilatorTarget, auto_threads
+    from sw_driver.targets import (THREADS_MIN_CORES, THREADS_MIN_PES, VerilatorTarget,
+                                   auto_threads)
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: THREADS_MIN_CORES)
     assert preset("eyeriss").num_pes >= THREADS_MIN_PES > preset("small").num_pes
     assert auto_threads(preset("eyeriss")) == 2
     assert auto_threads(preset("small")) == 1
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert auto_threads(preset("eyeriss")) == 1
+    for cores in (1, 2, THREADS_MIN_CORES - 1):
+        monkeypatch.setattr(os, "cpu_count", lambda c=cores: c)
+        assert auto_threads(preset("eyeriss")) == 1
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads"):
             VerilatorTarget(preset("tiny"), threads=bad)

@@ -18,7 +18,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import CSR_COUNTERS
 
 __all__ = ["DramModel", "RunResult", "VerilatorTarget", "PysimTarget", "AcceleratorError",
-           "auto_threads", "THREADS_MIN_PES"]
+           "auto_threads", "THREADS_MIN_PES", "THREADS_MIN_CORES"]
 
 
 class AcceleratorError(RuntimeError):
@@ -73,21 +73,27 @@ class RunResult:
 
 #: Smallest array (PEs) for which :func:`auto_threads` picks a 2-thread Verilator model.
 THREADS_MIN_PES = 100
+#: Fewest cores for which :func:`auto_threads` picks a 2-thread Verilator model.
+THREADS_MIN_CORES = 4
 
 
 def auto_threads(config: AcceleratorConfig) -> int:
     """Verilator threads worth using for ``config`` on this machine: 2 for arrays of at
-    least :data:`THREADS_MIN_PES` PEs when the machine has 2 or more cores, else 1.
+    least :data:`THREADS_MIN_PES` PEs when the machine has :data:`THREADS_MIN_CORES` or more
+    cores, else 1.
 
-    Measured on the 2-core development machine (AlexNet CONV3 with C and M halved, the
-    ``eyeriss`` 12 x 14 model, bit-exact both ways): 10,341 simulated cycles/s with one
-    thread, 19,510 with ``--threads 2``. Verilator's threads spin while they wait, so a
-    threaded model only pays when each thread has a core of its own: the ``small`` model
-    (64 PEs) ran at 22,871 cycles/s with one thread and 6,625 with two while the other core
-    was busy with Yosys. Hence 1 for small arrays and never for parallel test workers.
+    Measured on the 2-core development machine, idle, the ``eyeriss`` 12 x 14 model with
+    49-entry PE psum FIFOs (AlexNet at batch 4, bit-exact both ways): CONV5 24,501
+    simulated cycles/s with one thread against 21,237 with two, CONV4 21,794 against 20,845.
+    Verilator's threads spin while they wait, so a threaded model only pays when each thread
+    has a core of its own besides the Python driver: the ``small`` model (64 PEs) ran at
+    22,871 cycles/s with one thread and 6,625 with two while the other core was busy with
+    Yosys. (With the 7-entry FIFOs of session 6, AlexNet CONV3 with C and M halved ran
+    at 10,341 cycles/s with one thread and 19,510 with two.) Two threads on 4+ cores are not
+    measured here. Never for parallel test workers.
     """
     cores = os.cpu_count() or 1
-    return 2 if cores >= 2 and config.num_pes >= THREADS_MIN_PES else 1
+    return 2 if cores >= THREADS_MIN_CORES and config.num_pes >= THREADS_MIN_PES else 1
 
 
 class VerilatorTarget:
