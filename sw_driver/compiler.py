@@ -527,11 +527,13 @@ def _emit_overlapped(cmds, units):
         cmds += ld
     pending = []
     for i, (ui, _, pas) in enumerate(flat):
-        if units[ui].get("roles") and (i == 0 or flat[i - 1][0] != ui):
-            cmds += cmd_words(Opcode.ROLES, payload=units[ui]["roles"], wait=WaitMask.PASS)
+        u = units[ui]
         wait = WaitMask.LOAD
-        if units[ui].get("single_psum") and (i == 0 or flat[i - 1][0] != ui):
-            wait |= WaitMask.STORE          # the unit before still stores its psums
+        if i == 0 or flat[i - 1][0] != ui:          # the unit's first pass
+            if u.get("roles"):
+                cmds += cmd_words(Opcode.ROLES, payload=u["roles"], wait=WaitMask.PASS)
+            if u.get("single_psum"):
+                wait |= WaitMask.STORE      # the unit before still stores its psums
         cmds += cmd_words(Opcode.RUN, Engine.PASS, pas, wait=wait)
         if i + 1 < len(flat):
             for ld in flat[i + 1][1]:
@@ -541,13 +543,12 @@ def _emit_overlapped(cmds, units):
         if i + 1 == len(flat) or flat[i + 1][0] != ui:
             for st in pending:
                 cmds += cmd_words(Opcode.RUN, Engine.STORE, st, wait=0)
-            u = units[ui]
             if u["bias"]:
                 cmds += _with_wait(u["bias"], WaitMask.STORE)
             cmds += cmd_words(Opcode.RUN, Engine.STORE, u["stores"][0],
                               wait=WaitMask.PASS | WaitMask.LOAD)
             pending = list(u["stores"][1:])
-            if u.get("single_psum"):
+            if u.get("single_psum"):        # all now: the next unit's first pass waits
                 for st in pending:
                     cmds += cmd_words(Opcode.RUN, Engine.STORE, st, wait=0)
                 pending = []
