@@ -204,3 +204,20 @@ def test_first_layer_whose_plane_only_just_fits_runs_in_strips():
     # the closed-form cost puts 2 strips 0.1% below it, within the margin).
     L4 = LayerShape(4, 384, 13, 13, 384, 3, 3, 1, 1, 2)
     assert len(plan_layer(L4, preset("eyeriss"), dram_rate=0.3, strips_if_cheaper=True)[1]) == 1
+
+
+def test_larger_glb_never_maps_the_first_layer_worse():
+    """AlexNet CONV1 (N=4) with 27, 30 and 36 GLB banks: the strip search keeps trying
+    ``extra_tries`` strip counts past the cheapest found so far, so with more GLB the planned
+    cost does not go up. (When the search stopped ``extra_tries`` past the first count that
+    mapped, 30 banks, whose plane maps whole, tried only 2-7 strips and took 5 at 4.52 M
+    against 8 at 3.81 M with 27 banks.)"""
+    from sw_driver.strips import plan_layer
+
+    L = LayerShape(4, 3, 227, 227, 96, 11, 11, 4, 0)
+    costs = {}
+    for banks in (27, 30, 36):
+        _, strips = plan_layer(L, preset("eyeriss").replace(glb_banks=banks), dram_rate=0.3,
+                               strips_if_cheaper=True)
+        costs[banks] = sum(s.mapping.cost() for s in strips)
+    assert costs[30] <= costs[27] and costs[36] <= costs[30], costs
