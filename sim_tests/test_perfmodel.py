@@ -299,21 +299,41 @@ def test_single_psum_region_reads_filters_once_per_larger_image_block(monkeypatc
     mappings are bit-exact against the golden model, the model's counts are exact and its
     cycles within 5%, and the model's DRAM data reads drop by exactly one set of filters
     (and biases)."""
+    import dataclasses
+
     import sw_driver.mapper as mapper_mod
+    import sw_driver.strips as strips_mod
+
+    L = LayerShape(4, 8, 6, 6, 24, 3, 3, 1, 1)
+    monkeypatch.setattr(mapper_mod, "_buffer_options", lambda b, n_cb: [(2, n_cb == 1, True)])
+    mp1 = mapper_mod.map_layer(L, TINY, dram_rate=0.3)
+    assert mp1.single_psum and mp1.buffers == 2 and mp1.nb == 4, mp1.explain()
+
+    # The same geometry with two psum regions: they hold 2 images, not 4.
+    def plan(nb):
+        return mapper_mod._glb_plan(
+            L, TINY, e=mp1.e, n_fold=mp1.n_fold, Rc=mp1.Rc, r_sets=mp1.r_sets,
+            t_sets=mp1.t_sets, p=mp1.p, q=mp1.q, nb=nb, buffers=2,
+            if_channels=mp1.if_channels if mp1.ifmap_resident else None,
+            if_buffers=mp1.if_copies)
+    assert plan(4) is None and plan(2) is not None
+    mp0 = dataclasses.replace(mp1, nb=2, single_psum=False, glb=plan(2))
 
     runs = {}
-    for single in (False, True):
-        monkeypatch.setattr(mapper_mod, "_buffer_options",
-                            lambda b, n_cb, s=single: [(2, n_cb == 1, s)])
+    for mp in (mp0, mp1):
+        # both the driver and the model take this mapping (strips do not map)
+        def fixed(shape, config, mp=mp, **kw):
+            if shape != L:
+                raise ValueError("only the whole layer")
+            return mp
+        monkeypatch.setattr(strips_mod, "map_layer", fixed)
         stats, pred = _run_and_predict(TINY, 4, 8, 6, 24, 3, P=1, relu=True, bias=True,
                                        zeros=0.4, seed=9, dram=DramModel.eyeriss())
-        mp = stats.layers[0].mapping
-        assert mp.single_psum == single and mp.buffers == 2, mp.explain()
+        assert stats.layers[0].mapping is mp
         _check(stats, pred)
-        runs[single] = (stats.counters, pred.counts, mp)
-    (c0, p0, mp0), (c1, p1, mp1) = runs[False], runs[True]
+        runs[mp.single_psum] = (stats.counters, pred.counts)
+    (c0, p0), (c1, p1) = runs[False], runs[True]
     assert "psum.1" not in mp1.glb and "bias.1" not in mp1.glb and "filter.1" in mp1.glb
-    assert (mp0.p, mp0.q, mp0.t_sets, mp0.nb, mp1.nb) == (mp1.p, mp1.q, mp1.t_sets, 2, 4)
     assert mp1.n_mblocks > 1            # several filter blocks share the one psum region
     la = lanes(act_bits(TINY.data_width))
     per_pass = math.ceil(mp1.r_sets * mp1.t_sets * mp1.Rc * mp1.filter_tag_values / la)
