@@ -78,7 +78,8 @@ def _register_optional():
     """Subcommands that live in their own modules are added when those modules exist."""
     import importlib
     for mod_name, attr in (("gen.run_cmd", "run"), ("gen.bench", "bench"),
-                           ("gen.sweep", "sweep"), ("gen.fpga_cmd", "fpga")):
+                           ("gen.sweep", "sweep"), ("gen.fpga_cmd", "fpga"),
+                           ("gen.modelcheck", "modelcheck")):
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:

@@ -53,7 +53,9 @@ def _stacked(L, cfg, rate):
 
 @pytest.mark.parametrize("cfg, L, rate, r_sets, t_rows", [
     (SMALL, LayerShape(1, 8, 9, 9, 24, 2, 2, 1, 0, 1), 0.3, 2, 2),
-    (preset("tiny"), LayerShape(1, 4, 8, 8, 6, 1, 1, 1, 0, 1), 1.0, 1, 3),
+    # (C = 4, M = 6 stacked too until the model saw its rows change; the RTL runs it in
+    # 942 cycles stacked and 943 with 2 channel sets, so either is right there)
+    (preset("tiny"), LayerShape(1, 8, 8, 8, 9, 1, 1, 1, 0, 1), 1.0, 1, 3),
 ])
 def test_stacked_filter_groups_are_separate_chains_sharing_ifmap_tags(cfg, L, rate, r_sets,
                                                                       t_rows):
