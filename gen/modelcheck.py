@@ -115,7 +115,7 @@ def modelcheck(preset_name, overrides, count, seed, max_hw, max_channels, dram, 
 
     \b
     Examples:
-      accelgen modelcheck                                  # 40 tiny layers, about 2 min
+      accelgen modelcheck                                  # 40 tiny layers, about 3 min
       accelgen modelcheck --preset small --count 25 --seed 3
       accelgen modelcheck --preset tiny --dram eyeriss --count 10
     """

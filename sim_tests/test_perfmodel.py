@@ -218,6 +218,9 @@ TINY_CASES = [
     # Row strips (the plane does not fit the GLB whole): host-padded, and stride 2 / R=5.
     ("strips_pad_relu", (1, 2, 60, 4, 3, 1, 1), {"relu": True, "bias": True}),
     ("strips_s2_r5", (1, 3, 80, 3, 5, 2, 0), {"dram": DramModel.eyeriss()}),
+    # R = 5 with 2 rows of padding: PEs on padding rows skip zeros, run ahead of their
+    # chains and take the next row's first columns early (+8.2% before the model saw that).
+    ("r5_pad2_row_changes", (2, 3, 12, 4, 5, 2, 2), {}),
 ]
 
 
