@@ -882,6 +882,24 @@ def _pass_time(g: _PassGeom, cost: np.ndarray,
     return total, {"gin_busy": len(gin_end) * GW}
 
 
+def _chain_run(K: np.ndarray, p: int, decouple: int) -> tuple[np.ndarray, np.ndarray]:
+    """The recurrence behind :func:`_chain_cost` and :func:`_pe_leads`: PEs with costs
+    ``K[pe, w]`` that may run at most ``ceil(decouple / p)`` windows ahead of the chain.
+    Returns ``(T, lead)``: ``T[w]`` the cycle the chain (its slowest PE) finishes window
+    ``w``, ``lead[pe, w]`` how many cycles earlier each PE finishes it."""
+    n, NW = K.shape
+    lag = max(1, math.ceil(decouple / p))
+    D = np.zeros(n)
+    T = np.zeros(NW)
+    lead = np.zeros((n, NW))
+    for w in range(NW):
+        floor_ = T[w - lag] if w >= lag else 0.0
+        D = np.maximum(D, floor_) + K[:, w]
+        T[w] = D.max()
+        lead[:, w] = T[w] - D
+    return T, lead
+
+
 def _chain_cost(K: np.ndarray, p: int, decouple: int) -> np.ndarray:
     """Effective per-window cost of a psum chain from its PEs' costs ``K[pe, window]``.
 
@@ -891,39 +909,21 @@ def _chain_cost(K: np.ndarray, p: int, decouple: int) -> np.ndarray:
     last iteration). With equal costs (dense data) this is just the cost; with zero
     skipping it lies between the sum of per-window maxima (large ``p``) and the maximum of
     per-PE sums (small ``p``)."""
-    n, NW = K.shape
-    if n == 1 or (K == K[0]).all():
+    if K.shape[0] == 1 or (K == K[0]).all():
         return K[0].copy()
-    lag = max(1, math.ceil(decouple / p))
-    D = np.zeros(n)
-    T = np.zeros(NW)
-    for w in range(NW):
-        floor_ = T[w - lag] if w >= lag else 0.0
-        D = np.maximum(D, floor_) + K[:, w]
-        T[w] = D.max()
+    T, _ = _chain_run(K, p, decouple)
     out = np.diff(np.concatenate(([0.0], T)))
     return np.rint(out).astype(np.int64)
 
 
 def _pe_leads(K: np.ndarray, p: int, decouple: int, min_cost: float) -> np.ndarray:
     """Cycles by which each PE of a chain finishes window ``w`` ahead of the chain
-    (``lead[pe, w] >= 0``), from the same recurrence as :func:`_chain_cost` with each PE's
-    cost ``K[pe, w]`` raised to ``min_cost`` (a PE cannot run faster than the ifmap GIN
-    feeds it: ``U`` columns of a burst per window). All zero for equal costs."""
-    n, NW = K.shape
-    lead = np.zeros((n, NW))
-    if n == 1 or (K == K[0]).all():
-        return lead
-    Kf = np.maximum(K, min_cost)
-    lag = max(1, math.ceil(decouple / p))
-    D = np.zeros(n)
-    T = np.zeros(NW)
-    for w in range(NW):
-        floor_ = T[w - lag] if w >= lag else 0.0
-        D = np.maximum(D, floor_) + Kf[:, w]
-        T[w] = D.max()
-        lead[:, w] = T[w] - D
-    return lead
+    (``lead[pe, w] >= 0``), from :func:`_chain_run` with each PE's cost ``K[pe, w]``
+    raised to ``min_cost`` (a PE cannot run faster than the ifmap GIN feeds it: ``U``
+    columns of a burst per window). All zero for equal costs."""
+    if K.shape[0] == 1 or (K == K[0]).all():
+        return np.zeros(K.shape)
+    return _chain_run(np.maximum(K, min_cost), p, decouple)[1]
 
 
 # =========================================================================================
