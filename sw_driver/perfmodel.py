@@ -777,14 +777,13 @@ def _pass_time(g: _PassGeom, cost: np.ndarray,
     gin_free = [_PASS_FIRST_WORD]   # next free GIN cycle
 
     gin_rate = WHAT_IF.get("ifmap_gin_per_cycle", 1)
-    gw_eff = math.ceil(GW / gin_rate)
     offsets = np.arange(GW) // gin_rate
 
     def gin_column(col, release):
         """Serve column ``col``'s burst from ``release`` on; returns the cycle of each of
         its ``GW`` words. ``release``: one cycle for the whole burst, or per word (the
-        burst is served in order, one word per cycle, each word no earlier than its own
-        release)."""
+        burst is served in order, ``gin_rate`` words per cycle, each word no earlier than
+        its own release)."""
         if np.ndim(release) == 0:
             st = max(gin_free[0], release)
             times = st + offsets
@@ -794,8 +793,8 @@ def _pass_time(g: _PassGeom, cost: np.ndarray,
             for j in range(GW):
                 t = max(t, release[j])
                 times[j] = t
-                t += 1
-        gin_free[0] = int(times[-1]) + 1
+                t += 1 / gin_rate
+        gin_free[0] = math.floor(times[-1]) + 1
         gin_end[col] = gin_free[0]
         return times
 
