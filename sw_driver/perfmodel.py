@@ -788,12 +788,9 @@ def _pass_time(g: _PassGeom, cost: np.ndarray,
             st = max(gin_free[0], release)
             times = st + offsets
         else:
-            times = np.empty(GW)
-            t = gin_free[0]
-            for j in range(GW):
-                t = max(t, release[j])
-                times[j] = t
-                t += 1 / gin_rate
+            # t_j = max(t_{j-1} + 1/rate, release_j), t_0 = max(gin_free, release_0)
+            step = np.arange(GW) / gin_rate
+            times = step + np.maximum(gin_free[0], np.maximum.accumulate(release - step))
         gin_free[0] = math.floor(times[-1]) + 1
         gin_end[col] = gin_free[0]
         return times
