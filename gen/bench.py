@@ -341,6 +341,73 @@ def plot(rows, path: Path, meta: dict):
     plt.close(fig)
 
 
+def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
+               preset_name: str = "eyeriss", overrides=(), c_div: int = 1, m_div: int = 1,
+               dram: str = "eyeriss", seed: int = 0, out_dir: Path = Path("build/bench"),
+               echo=print) -> dict:
+    """Lower bounds (:func:`sw_driver.bounds.layer_bounds`) per layer on the benchmark's
+    synthetic data: the fewest cycles and DRAM words any mapping the driver can choose
+    could reach, against the targets (75% of ideal per layer; DRAM words at most
+    Eyeriss's). Prints a table, writes OUT/bounds.json and returns its content.
+
+    Raises
+    ------
+    ValueError
+        Unknown network or layer names, or a batch < 1.
+    """
+    from gen.cli import load_config
+    from sw_driver.bounds import layer_bounds
+    from sw_driver.golden import conv2d
+
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    chosen = [ly.scaled(c_div, m_div) if (c_div, m_div) != (1, 1) else ly
+              for ly in NETWORKS[network]]
+    names = [ly.name for ly in chosen]
+    unknown = [n for n in (layers or []) if n not in names]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {', '.join(unknown)}; {network} has "
+                         f"{', '.join(names)}")
+    config = load_config(preset_name, tuple(overrides))
+    rate = 0.3 if dram == "eyeriss" else 1.0
+    out = {"network": network, "batch": batch, "preset": preset_name, "dram_rate": rate,
+           "layers": []}
+    echo(f"{'layer':6} {'cycles >=':>11} {'util <=':>8} {'strips':>6} {'DRAM words >=':>14} "
+         f"{'per MAC (bytes)':>15} {'mappings':>8}")
+    for i, ly in enumerate(chosen):
+        if layers and ly.name not in layers:
+            continue
+        shape = ly.shape(batch)
+        x, w, b = synthetic_layer(ly, batch, seed)
+        y = conv2d(x, w, b, stride=ly.U, padding=ly.padding, groups=ly.groups,
+                   product_shift=FRAC_BITS, output_shift=0, relu=True,
+                   psum_width=config.psum_width, data_width=config.data_width)
+        bd = layer_bounds(shape, config, x, y, dram_rate=rate,
+                          ifmap_rlc=ly.zero_fraction > 0 and config.rlc,
+                          ofmap_rlc=config.rlc, strips=(i == 0))
+        ideal = shape.macs / config.num_pes
+        row = {"layer": ly.name, "macs": shape.macs, "ideal_cycles": ideal,
+               "cycles_bound": bd.cycles, "utilization_bound": ideal / bd.cycles,
+               "cycles_strips": bd.cycles_strips, "dram_words_bound": bd.dram_words,
+               "dram_strips": bd.dram_strips,
+               "bytes_per_mac_bound": 8 * bd.dram_words / shape.macs,
+               "mappings": bd.candidates}
+        out["layers"].append(row)
+        echo(f"{ly.name:6} {bd.cycles:>11,} {ideal / bd.cycles:>8.1%} {bd.cycles_strips:>6} "
+             f"{bd.dram_words:>14,} {row['bytes_per_mac_bound']:>15.4f} {bd.candidates:>8}")
+    dw = sum(r["dram_words_bound"] for r in out["layers"])
+    macs = sum(r["macs"] for r in out["layers"])
+    out["dram_words_bound"] = dw
+    out["bytes_per_mac_bound"] = 8 * dw / macs if macs else 0.0
+    echo(f"DRAM words >= {dw:,} in all: {out['bytes_per_mac_bound']:.4f} bytes per MAC "
+         f"(Eyeriss: {EYERISS_BYTES_PER_MAC:.4f})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bounds.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 @click.command("bench")
 @click.argument("network", type=click.Choice(sorted(NETWORKS)), default="alexnet")
 @click.option("--layers", default="", help="Comma-separated layer names (default: all).")
@@ -360,6 +427,9 @@ def plot(rows, path: Path, meta: dict):
                    "report the cycles zero skipping saved.")
 @click.option("--model-only", is_flag=True,
               help="Only the analytical model: no RTL simulation.")
+@click.option("--bounds", "bounds_only", is_flag=True,
+              help="Only lower bounds on cycles and DRAM words over every mapping the driver "
+                   "can choose (sw_driver.bounds): what no mapping of this hardware can beat.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
 @click.option("--threads", default="auto", show_default=True, metavar="N|auto",
               help="Verilator threads of the model; 'auto': 2 for arrays of 100+ PEs on a "
@@ -369,7 +439,7 @@ def plot(rows, path: Path, meta: dict):
               default=Path("build/bench"), show_default=True,
               help="Where bench.csv, bench.json and bench.png go.")
 def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, gating_baseline,
-          model_only, seed, threads, out_dir):
+          model_only, bounds_only, seed, threads, out_dir):
     """Benchmark a network's CONV layers against the Eyeriss chip (BENCHMARKS.md).
 
     Runs every layer on the Verilator model, checks it bit-exact against the golden model,
@@ -380,6 +450,7 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
       accelgen bench alexnet                          # the fair comparison (about 15 min)
       accelgen bench alexnet --layers conv3 --batch 1
       accelgen bench alexnet --model-only             # analytical model, about a minute
+      accelgen bench alexnet --bounds                 # lower bounds, under a minute
       accelgen bench alexnet --preset small --scale-c 8 --scale-m 8 --batch 1
     """
     layer_list = [s.strip() for s in layers.split(",") if s.strip()] or None
@@ -391,6 +462,14 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
         if threads < 1:
             raise click.BadParameter("an int >= 1 or 'auto'", param_hint="--threads")
     t0 = time.perf_counter()
+    if bounds_only:
+        try:
+            run_bounds(network, layers=layer_list, batch=batch, preset_name=preset_name,
+                       overrides=overrides, c_div=c_div, m_div=m_div, dram=dram, seed=seed,
+                       out_dir=out_dir, echo=click.echo)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        return
     try:
         rows = run_bench(network, layers=layer_list, batch=batch, preset_name=preset_name,
                          overrides=overrides, c_div=c_div, m_div=m_div, dram=dram,

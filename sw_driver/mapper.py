@@ -35,7 +35,7 @@ from hw.config import AcceleratorConfig
 from hw.layouts import TAG_BITS, act_bits, lanes, psum_bits
 from hw.pe import F_BITS, N_ROWS_BITS
 
-__all__ = ["LayerShape", "Mapping", "map_layer", "REFINE", "WHAT_IF"]
+__all__ = ["LayerShape", "Mapping", "candidates", "map_layer", "REFINE", "WHAT_IF"]
 
 
 #: Design-space what-ifs for the cost model (NOT the RTL); shared with, and documented at,
@@ -485,31 +485,17 @@ def _glb_plan(layer, config, *, e, n_fold, Rc, r_sets, t_sets, p, q, nb, buffers
     return plan
 
 
-def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
-              buffers=(1, 2), refine: int = REFINE) -> Mapping:
-    """Choose a row-stationary mapping of ``layer`` on ``config``.
+def _geometry(L: LayerShape, c: AcceleratorConfig) -> tuple[int, int, int]:
+    """``(Rc, e, n_fold)``: filter rows per chunk (the fewest chunks of at most
+    ``pe_rows``), PE columns per set and ofmap rows per column (the fewest folds of at most
+    ``pe_cols`` columns, balanced)."""
+    Rc = math.ceil(L.R / math.ceil(L.R / c.pe_rows))
+    n_fold = math.ceil(L.E / min(L.E, c.pe_cols))
+    return Rc, math.ceil(L.E / n_fold), n_fold
 
-    Candidates with single and double-buffered GLB regions (``buffers``), each with the
-    ifmap reloaded per filter block or resident (:attr:`Mapping.ifmap_resident`, where the
-    GLB holds it; the cheaper of the two per geometry is kept), are weighed by
-    :meth:`Mapping.cost` with the DRAM link at ``dram_rate`` 64-bit words per cycle. The
-    ``refine`` cheapest (default :data:`REFINE`; 0 or 1: just the cheapest) are then run
-    through the analytical model (``sw_driver.perfmodel.predict_layer``, dense data, the
-    same link) and the one it predicts fastest wins, for layers of at most
-    :data:`REFINE_MACS` MACs (the model takes about 20 s for AlexNet CONV2 at N=4, too long
-    to run four times per layer). :meth:`Mapping.cost` is a closed form
-    that misses the chain, GON and GIN interplay the model simulates (on a ``tiny`` R=5
-    layer it ranked p=2 q=2 first, which the RTL runs in 6,334 cycles, over p=4 q=2 in
-    5,669; the model predicts 6,653 and 5,800).
 
-    Raises
-    ------
-    ValueError
-        If the layer cannot be mapped: a filter row wider than the ifmap spad, more tags than
-        the GIN carries, F or rows beyond the PE's counters, or no tiling that fits the GLB.
-        The message says which limit was hit.
-    """
-    L, c = layer, config
+def _check_limits(L: LayerShape, c: AcceleratorConfig) -> None:
+    """Raise ValueError when a layer breaks a PE limit that no tiling can avoid."""
     if L.S > c.ifmap_spad_depth or L.S > c.filter_spad_depth:
         raise ValueError(f"filter width S={L.S} exceeds the ifmap spad "
                          f"({c.ifmap_spad_depth} words) or filter spad "
@@ -518,19 +504,33 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
         raise ValueError(f"ofmap width F={L.F} exceeds the PE's limit {(1 << F_BITS) - 1}")
     if L.U >= 16:
         raise ValueError(f"stride U={L.U} exceeds the PE's limit 15")
+
+
+def candidates(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
+               buffers=(1, 2), reasons: set | None = None):
+    """Every row-stationary mapping of ``layer`` that :func:`map_layer` weighs: each image
+    block size, channel-set count, ``q``, filter-group arrangement and buffer option (one or
+    two copies of the GLB regions, ifmap resident or not, one or two psum regions) whose GLB
+    regions fit, with the largest ``p`` that fits and the ``p`` of the next few filter-block
+    counts. Yields :class:`Mapping` objects; ``reasons`` (a set) collects why the others
+    were dropped.
+
+    Raises
+    ------
+    ValueError
+        A PE limit no tiling avoids (see :func:`map_layer`).
+    """
+    L, c = layer, config
+    _check_limits(L, c)
+    reasons = set() if reasons is None else reasons
     n_rchunks = math.ceil(L.R / c.pe_rows)
-    Rc = math.ceil(L.R / n_rchunks)
-    e = min(L.E, c.pe_cols)
-    n_fold = math.ceil(L.E / e)
-    e = math.ceil(L.E / n_fold)
+    Rc, e, n_fold = _geometry(L, c)
     v_max = max(1, c.pe_rows // Rc)         # sets stacked vertically
     r_max = max(1, min(v_max, L.Cg))
     t_max = max(1, min(c.pe_cols // e, L.Mg))
     q_max = max(1, min(c.ifmap_spad_depth // L.S, c.filter_spad_depth // L.S, L.Cg))
-    reasons = set()
     n_h = L.U * (e - 1) + Rc
     nb_options = sorted({max(1, math.ceil(L.N / 2 ** k)) for k in range(12)}, reverse=True)
-    cands = []
     for nb in nb_options:
         if nb * n_fold >= 1 << N_ROWS_BITS:
             reasons.add(f"{nb} image(s) x {n_fold} folds exceed {(1 << N_ROWS_BITS) - 1} "
@@ -597,8 +597,37 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
                                          p=p, q=q, nb=nb, glb=plan, buffers=nbuf,
                                          dram_rate=dram_rate, t_rows=t_rows,
                                          ifmap_resident=resident, single_psum=single)
-                            cost = mp.cost()
-                            cands.append((cost, len(cands), mp))
+                            yield mp
+
+
+def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float = 1.0,
+              buffers=(1, 2), refine: int = REFINE) -> Mapping:
+    """Choose a row-stationary mapping of ``layer`` on ``config``.
+
+    Candidates with single and double-buffered GLB regions (``buffers``), each with the
+    ifmap reloaded per filter block or resident (:attr:`Mapping.ifmap_resident`, where the
+    GLB holds it; the cheaper of the two per geometry is kept), are weighed by
+    :meth:`Mapping.cost` with the DRAM link at ``dram_rate`` 64-bit words per cycle. The
+    ``refine`` cheapest (default :data:`REFINE`; 0 or 1: just the cheapest) are then run
+    through the analytical model (``sw_driver.perfmodel.predict_layer``, dense data, the
+    same link) and the one it predicts fastest wins, for layers of at most
+    :data:`REFINE_MACS` MACs (the model takes about 20 s for AlexNet CONV2 at N=4, too long
+    to run four times per layer). :meth:`Mapping.cost` is a closed form
+    that misses the chain, GON and GIN interplay the model simulates (on a ``tiny`` R=5
+    layer it ranked p=2 q=2 first, which the RTL runs in 6,334 cycles, over p=4 q=2 in
+    5,669; the model predicts 6,653 and 5,800).
+
+    Raises
+    ------
+    ValueError
+        If the layer cannot be mapped: a filter row wider than the ifmap spad, more tags than
+        the GIN carries, F or rows beyond the PE's counters, or no tiling that fits the GLB.
+        The message says which limit was hit.
+    """
+    L, c = layer, config
+    reasons = set()
+    cands = [(mp.cost(), k, mp) for k, mp in enumerate(
+        candidates(L, c, dram_rate=dram_rate, buffers=buffers, reasons=reasons))]
     if cands:
         # One candidate per geometry: with and without a resident ifmap, or with one or two
         # psum regions, the same passes run, so keep the cheaper (two psum regions never
@@ -613,6 +642,7 @@ def map_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float 
         if refine > 1 and len(ranked) > 1 and L.macs <= REFINE_MACS:
             return _refine([(r[0][0], r[0][2], r[1]) for r in ranked[:refine]], dram_rate)
         return ranked[0][1]
+    Rc, e, n_fold = _geometry(L, c)
     smallest = _glb_plan(L, c, e=e, n_fold=n_fold, Rc=Rc, r_sets=1, t_sets=1, p=1, q=1, nb=1)
     reasons = sorted(reasons)
     raise ValueError(
