@@ -341,23 +341,37 @@ def plot(rows, path: Path, meta: dict):
     plt.close(fig)
 
 
+#: The per-layer floor of BENCHMARKS.md: 75% of ideal.
+TARGET_UTILIZATION = 0.75
+#: ``--model-check`` runs the model on a layer's plans under the target only up to this many.
+MODEL_CHECK_MAX = 64
+
+
 def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
                preset_name: str = "eyeriss", overrides=(), c_div: int = 1, m_div: int = 1,
-               dram: str = "eyeriss", seed: int = 0, out_dir: Path = Path("build/bench"),
-               echo=print) -> dict:
+               dram: str = "eyeriss", seed: int = 0, model_check: bool = False,
+               out_dir: Path = Path("build/bench"), echo=print) -> dict:
     """Lower bounds (:func:`sw_driver.bounds.layer_bounds`) per layer on the benchmark's
     synthetic data: the fewest cycles and DRAM words any mapping the driver can choose
     could reach, against the targets (75% of ideal per layer; DRAM words at most
     Eyeriss's). Prints a table, writes OUT/bounds.json and returns its content.
+
+    Per layer it also counts the plans (strip count and mapping) whose cycle bound is under
+    the 75% target (:func:`sw_driver.bounds.plans_below`); with ``model_check`` it runs the
+    analytical model on each of them, for layers with at most :data:`MODEL_CHECK_MAX`, and
+    reports the fewest cycles the model finds. No plan outside that list can reach 75%.
 
     Raises
     ------
     ValueError
         Unknown network or layer names, or a batch < 1.
     """
+    from tqdm import tqdm
+
     from gen.cli import load_config
-    from sw_driver.bounds import layer_bounds
+    from sw_driver.bounds import layer_bounds, plans_below
     from sw_driver.golden import conv2d
+    from sw_driver.targets import DramModel
 
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}")
@@ -375,7 +389,7 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
     out = {"network": network, "batch": batch, "preset": preset_name, "dram_rate": rate,
            "layers": []}
     echo(f"{'layer':6} {'cycles >=':>11} {'util <=':>8} {'strips':>6} {'DRAM words >=':>14} "
-         f"{'per MAC (bytes)':>15} {'mappings':>8}")
+         f"{'per MAC (bytes)':>15} {'mappings':>8} {'can 75%':>8}")
     for i, ly in enumerate(chosen):
         if layers and ly.name not in layers:
             continue
@@ -394,9 +408,35 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
                "dram_strips": bd.dram_strips,
                "bytes_per_mac_bound": 8 * bd.dram_words / shape.macs,
                "mappings": bd.candidates}
+        target = ideal / TARGET_UTILIZATION
+        plans = plans_below(shape, config, x, y, target, dram_rate=rate,
+                            ifmap_rlc=ly.zero_fraction > 0 and config.rlc,
+                            ofmap_rlc=config.rlc, strips=(i == 0))
+        row["plans_under_target"] = len(plans)
         out["layers"].append(row)
         echo(f"{ly.name:6} {bd.cycles:>11,} {ideal / bd.cycles:>8.1%} {bd.cycles_strips:>6} "
-             f"{bd.dram_words:>14,} {row['bytes_per_mac_bound']:>15.4f} {bd.candidates:>8}")
+             f"{bd.dram_words:>14,} {row['bytes_per_mac_bound']:>15.4f} {bd.candidates:>8} "
+             f"{len(plans):>8}")
+        if model_check and 0 < len(plans) <= MODEL_CHECK_MAX:
+            dm = DramModel.eyeriss() if dram == "eyeriss" else DramModel()
+            checked = []
+            for bound, plan in tqdm(plans, desc=f"{ly.name} model", unit="plan",
+                                    leave=False):
+                pred = _predict(config, shape, dm, plan if len(plan) > 1 else plan[0].mapping,
+                                x, y, ly.zero_fraction > 0 and config.rlc, config.rlc)
+                mp = plan[0].mapping
+                checked.append({"bound": bound, "model": pred.cycles, "strips": len(plan),
+                                "p": mp.p, "q": mp.q, "t_sets": mp.t_sets, "e": mp.e,
+                                "nb": mp.nb, "buffers": mp.buffers,
+                                "ifmap_resident": mp.ifmap_resident,
+                                "single_psum": mp.single_psum})
+            checked.sort(key=lambda r: r["model"])
+            row["model_checked"] = checked
+            best = checked[0]
+            echo(f"       {len(plans)} plan(s) with a cycle bound under 75% of ideal "
+                 f"({target:,.0f}); the model's fewest: {best['model']:,} cycles "
+                 f"({ideal / best['model']:.1%}), {best['strips']} strip(s), p={best['p']} "
+                 f"t={best['t_sets']}{' resident ifmap' if best['ifmap_resident'] else ''}")
     dw = sum(r["dram_words_bound"] for r in out["layers"])
     macs = sum(r["macs"] for r in out["layers"])
     out["dram_words_bound"] = dw
@@ -430,6 +470,9 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
 @click.option("--bounds", "bounds_only", is_flag=True,
               help="Only lower bounds on cycles and DRAM words over every mapping the driver "
                    "can choose (sw_driver.bounds): what no mapping of this hardware can beat.")
+@click.option("--model-check", is_flag=True,
+              help="With --bounds: run the analytical model on every plan whose cycle bound "
+                   f"is under 75% of ideal (layers with at most {MODEL_CHECK_MAX} such plans).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
 @click.option("--threads", default="auto", show_default=True, metavar="N|auto",
               help="Verilator threads of the model; 'auto': 2 for arrays of 100+ PEs on a "
@@ -439,7 +482,7 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
               default=Path("build/bench"), show_default=True,
               help="Where bench.csv, bench.json and bench.png go.")
 def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, gating_baseline,
-          model_only, bounds_only, seed, threads, out_dir):
+          model_only, bounds_only, model_check, seed, threads, out_dir):
     """Benchmark a network's CONV layers against the Eyeriss chip (BENCHMARKS.md).
 
     Runs every layer on the Verilator model, checks it bit-exact against the golden model,
@@ -451,6 +494,7 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
       accelgen bench alexnet --layers conv3 --batch 1
       accelgen bench alexnet --model-only             # analytical model, about a minute
       accelgen bench alexnet --bounds                 # lower bounds, under a minute
+      accelgen bench alexnet --bounds --model-check   # and the model on plans under 75%
       accelgen bench alexnet --preset small --scale-c 8 --scale-m 8 --batch 1
     """
     layer_list = [s.strip() for s in layers.split(",") if s.strip()] or None
@@ -462,11 +506,13 @@ def bench(network, layers, batch, preset_name, overrides, c_div, m_div, dram, ga
         if threads < 1:
             raise click.BadParameter("an int >= 1 or 'auto'", param_hint="--threads")
     t0 = time.perf_counter()
+    if model_check and not bounds_only:
+        raise click.UsageError("--model-check goes with --bounds")
     if bounds_only:
         try:
             run_bounds(network, layers=layer_list, batch=batch, preset_name=preset_name,
                        overrides=overrides, c_div=c_div, m_div=m_div, dram=dram, seed=seed,
-                       out_dir=out_dir, echo=click.echo)
+                       model_check=model_check, out_dir=out_dir, echo=click.echo)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
         return

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from gen.cli import main
 from sim_tests.test_perfmodel import TINY, _run_and_predict
-from sw_driver.bounds import layer_bounds, nonzero_counts, plane_words
+from sw_driver.bounds import layer_bounds, nonzero_counts, plane_words, plans_below
 from sw_driver.golden import conv2d, rlc_encode
 from sw_driver.mapper import LayerShape
 from sw_driver.targets import DramModel
@@ -86,3 +86,57 @@ def test_bench_bounds_cli_writes_json(tmp_path):
         assert r["utilization_bound"] == pytest.approx(r["ideal_cycles"] / r["cycles_bound"])
     assert data["dram_words_bound"] == sum(r["dram_words_bound"] for r in data["layers"])
     assert "DRAM words >=" in res.output
+
+
+def _tiny_layer(seed=1):
+    rng = np.random.default_rng(seed)
+    L = LayerShape(2, 3, 10, 10, 6, 3, 3, 1, 1)
+    x = rng.integers(-200, 201, size=(L.N, L.C, L.H, L.W)).astype(np.int16)
+    x[rng.random(x.shape) < 0.4] = 0
+    w = rng.integers(-60, 61, size=(L.M, L.C, L.R, L.S)).astype(np.int16)
+    y = conv2d(x, w, None, stride=1, padding=1, output_shift=6, relu=True,
+               psum_width=TINY.psum_width, data_width=TINY.data_width)
+    return L, x, y
+
+
+def test_plans_below_screen_every_mapping_and_start_at_the_bound():
+    """Whole layer: one plan per candidate, lowest bound first; the lowest is the layer's
+    cycle bound, and a threshold keeps exactly the plans under it."""
+    L, x, y = _tiny_layer()
+    kw = dict(dram_rate=0.3, ifmap_rlc=True, ofmap_rlc=True)
+    bd = layer_bounds(L, TINY, x, y, **kw)
+    plans = plans_below(L, TINY, x, y, float("inf"), **kw)
+    assert len(plans) == bd.candidates
+    bounds = [b for b, _ in plans]
+    assert bounds == sorted(bounds) and bounds[0] == bd.cycles
+    cut = bounds[len(bounds) // 2]
+    under = plans_below(L, TINY, x, y, cut, **kw)
+    assert len(under) == sum(b < cut for b in bounds) and all(b < cut for b, _ in under)
+    for _, plan in plans:
+        assert len(plan) == 1 and (plan[0].e0, plan[0].e1) == (0, L.E)
+
+
+def test_model_runs_a_given_strip_plan_like_the_drivers_own():
+    """A strip plan handed to the model (``mapping=[Strip, ...]``) predicts what the
+    driver's own plan for the layer predicts when the plans are the same."""
+    from sw_driver.perfmodel import predict_layer
+    from sw_driver.strips import plan_layer
+
+    L = LayerShape(1, 2, 40, 40, 4, 3, 3, 1, 0)
+    cfg = TINY
+    _, strips = plan_layer(L, cfg, strips_if_cheaper=True)
+    assert len(strips) > 1           # the 40 x 40 plane does not fit tiny's GLB
+    own = predict_layer(cfg, L, relu=True)
+    given = predict_layer(cfg, L, relu=True, mapping=list(strips))
+    assert given.cycles == own.cycles and given.counts == own.counts
+    # and a plan with another strip count is modelled as that plan
+    other = plans_below(L, cfg, np.ones((1, 2, 40, 40), np.int16),
+                        np.ones((1, 4, 38, 38), np.int16), float("inf"), dram_rate=1.0,
+                        ifmap_rlc=False, ofmap_rlc=True, strips=True)
+    alt = next(plan for _, plan in other if len(plan) not in (1, len(strips)))
+    assert predict_layer(cfg, L, relu=True, mapping=alt).cycles != own.cycles
+
+
+def test_model_check_needs_bounds():
+    res = CliRunner().invoke(main, ["bench", "alexnet", "--model-check"])
+    assert res.exit_code == 2 and "--bounds" in res.output

@@ -41,7 +41,8 @@ from hw.config import AcceleratorConfig
 from sw_driver.golden import rlc_encode
 from sw_driver.mapper import LayerShape, Mapping, candidates
 
-__all__ = ["LayerBound", "layer_bounds", "mapping_terms", "nonzero_counts", "plane_words"]
+__all__ = ["LayerBound", "layer_bounds", "mapping_terms", "nonzero_counts", "plane_words",
+           "plans_below"]
 
 #: Values per 64-bit DRAM word when stored raw (16-bit data).
 _RAW_LANES = 4
@@ -158,6 +159,88 @@ def mapping_terms(mp: Mapping, *, ifmap_words: int, ofmap_words: float, nz: np.n
     return serial, link, dram
 
 
+def _plans(layer, config, x, y, *, rate, ifmap_rlc, ofmap_rlc, strips, buffers):
+    """Per strip split of ``layer`` (the whole layer, then 2..E strips when ``strips``) whose
+    heights all map: ``(parts, per_height)``, ``per_height`` a list of ``(rows, members,
+    terms, candidates)``, the majority height first; ``terms`` is an array of
+    :func:`mapping_terms` rows (serial, link, dram) over all strips of that height."""
+    L = layer
+    ofmap_total = plane_words(y, ofmap_rlc)
+    xp = np.pad(x, ((0, 0), (0, 0), (L.padding,) * 2, (L.padding,) * 2)) if strips else x
+    nzc = nonzero_counts(x, L)
+    splits = [[(0, L.E)]]
+    if strips:
+        for k in range(2, L.E + 1):
+            size = math.ceil(L.E / k)
+            parts = [(e0, min(L.E, e0 + size)) for e0 in range(0, L.E, size)]
+            if len(parts) == k:
+                splits.append(parts)
+    for parts in splits:
+        whole = len(parts) == 1
+        groups = {}
+        for e0, e1 in parts:
+            groups.setdefault(e1 - e0, []).append((e0, e1))
+        per_height = []
+        for rows, members in sorted(groups.items(), key=lambda g: -len(g[1])):
+            # strips of one height share a mapping (the driver maps them alike); each reads
+            # its own ifmap rows
+            if whole:
+                shape, words = L, plane_words(x, ifmap_rlc)
+            else:
+                Hs = (rows - 1) * L.U + L.R
+                shape = LayerShape(L.N, L.C, Hs, L.Wp, L.M, L.R, L.S, L.U, 0, L.groups)
+                words = sum(plane_words(xp[:, :, e0 * L.U:e0 * L.U + Hs, :], ifmap_rlc)
+                            for e0, _ in members)
+            nz = np.stack([nzc[:, :, e0:e1].sum(axis=2) for e0, e1 in members])
+            try:
+                cands = list(candidates(shape, config, dram_rate=rate, buffers=buffers))
+            except ValueError:
+                cands = []
+            if not cands:
+                break
+            share = ofmap_total * rows * len(members) / L.E
+            t = np.array([mapping_terms(mp, ifmap_words=words, ofmap_words=share, nz=nz,
+                                        rate=rate, copies=len(members))
+                          for mp in cands]).reshape(-1, 3)
+            per_height.append((rows, members, t, cands))
+        else:
+            yield parts, per_height
+
+
+def plans_below(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray, y: np.ndarray,
+                cycles: float, *, dram_rate: float, ifmap_rlc: bool, ofmap_rlc: bool,
+                strips: bool = False, buffers=(1, 2)) -> list[tuple[int, list]]:
+    """The strip plans whose cycle bound is below ``cycles``, lowest first, as
+    ``(bound, [sw_driver.strips.Strip, ...])``. A plan is a strip count and a mapping for
+    its majority strip height; the other heights (one short last strip) take the candidate
+    with the lowest bound of their own, and the bound screens with each other height at its
+    own minimum serial and link terms, so no other choice for them has a lower bound.
+    Arguments as :func:`layer_bounds`."""
+    from sw_driver.strips import Strip
+
+    L = layer
+    rate = max(1e-6, min(1.0, dram_rate))
+    out = []
+    for parts, per_height in _plans(L, config, x, y, rate=rate, ifmap_rlc=ifmap_rlc,
+                                    ofmap_rlc=ofmap_rlc, strips=strips, buffers=buffers):
+        _, _, t0, c0 = per_height[0]
+        rest_ser = sum(t[:, 0].min() for _, _, t, _ in per_height[1:])
+        rest_lnk = sum(t[:, 1].min() for _, _, t, _ in per_height[1:])
+        screen = np.maximum(t0[:, 0] + rest_ser, t0[:, 1] + rest_lnk)
+        others = {rows: c[int(np.argmin(np.maximum(t[:, 0], t[:, 1])))]
+                  for rows, _, t, c in per_height[1:]}
+        for i in np.nonzero(screen < cycles)[0]:
+            table = {per_height[0][0]: c0[i], **others}
+            plan = []
+            for e0, e1 in parts:
+                mp = table[e1 - e0]
+                h0 = e0 * L.U if len(parts) > 1 else 0
+                plan.append(Strip(e0, e1, h0, h0 + mp.layer.H, mp))
+            out.append((int(math.ceil(screen[i])), plan))
+    out.sort(key=lambda r: r[0])
+    return out
+
+
 def layer_bounds(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray,
                  y: np.ndarray, *, dram_rate: float, ifmap_rlc: bool, ofmap_rlc: bool,
                  strips: bool = False, buffers=(1, 2)) -> LayerBound:
@@ -175,68 +258,25 @@ def layer_bounds(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray,
     """
     L = layer
     rate = max(1e-6, min(1.0, dram_rate))
-    ofmap_total = plane_words(y, ofmap_rlc)
-    xp = np.pad(x, ((0, 0), (0, 0), (L.padding,) * 2, (L.padding,) * 2)) if strips else x
-
-    def terms(shape, copies, words, ofmap_share, nz):
-        """Array (serial, link, dram) per candidate of one layer shape, and the candidates."""
-        cands = list(candidates(shape, config, dram_rate=rate, buffers=buffers))
-        t = np.array([mapping_terms(mp, ifmap_words=words, ofmap_words=ofmap_share,
-                                    nz=nz, rate=rate, copies=copies)
-                      for mp in cands]).reshape(-1, 3)
-        return t, cands
-
     best_c = best_d = None
     n_cands = 0
-    splits = [[(0, L.E)]]
-    if strips:
-        for k in range(2, L.E + 1):
-            size = math.ceil(L.E / k)
-            parts = [(e0, min(L.E, e0 + size)) for e0 in range(0, L.E, size)]
-            if len(parts) == k:
-                splits.append(parts)
-    nzc = nonzero_counts(x if not strips else x, L)
-    for parts in splits:
-        whole = len(parts) == 1
-        groups = {}
-        for e0, e1 in parts:
-            groups.setdefault(e1 - e0, []).append((e0, e1))
-        per_height = []
-        for rows, members in groups.items():
-            # strips of one height share a mapping (the driver maps them alike); each reads
-            # its own ifmap rows
-            if whole:
-                shape, words = L, plane_words(x, ifmap_rlc)
-            else:
-                Hs = (rows - 1) * L.U + L.R
-                shape = LayerShape(L.N, L.C, Hs, L.Wp, L.M, L.R, L.S, L.U, 0, L.groups)
-                words = sum(plane_words(xp[:, :, e0 * L.U:e0 * L.U + Hs, :], ifmap_rlc)
-                            for e0, _ in members)
-            nz = np.stack([nzc[:, :, e0:e1].sum(axis=2) for e0, e1 in members])
-            try:
-                entry = terms(shape, len(members), words,
-                              ofmap_total * rows * len(members) / L.E, nz)
-            except ValueError:
-                entry = None
-            if entry is None or len(entry[1]) == 0:
-                break
-            per_height.append(entry)
-        else:
-            n_cands += sum(len(c) for _, c in per_height)
-            dram = sum(t[:, 2].min() for t, _ in per_height)
-            if best_d is None or dram < best_d[0]:
-                t0, c0 = per_height[0]
-                best_d = (int(dram), len(parts), c0[int(np.argmin(t0[:, 2]))])
-            # max(sum serial, sum link) over one candidate per height
-            ser, lnk = np.zeros(1), np.zeros(1)
-            for t, _ in per_height:
-                ser = (ser[:, None] + t[None, :, 0]).ravel()
-                lnk = (lnk[:, None] + t[None, :, 1]).ravel()
-            both = np.maximum(ser, lnk)
-            i = int(np.argmin(both))
-            j = i // int(np.prod([len(c) for _, c in per_height[1:]] or [1]))
-            if best_c is None or both[i] < best_c[0]:
-                best_c = (float(both[i]), len(parts), per_height[0][1][j])
+    for parts, per_height in _plans(L, config, x, y, rate=rate, ifmap_rlc=ifmap_rlc,
+                                    ofmap_rlc=ofmap_rlc, strips=strips, buffers=buffers):
+        n_cands += sum(len(c) for _, _, _, c in per_height)
+        dram = sum(t[:, 2].min() for _, _, t, _ in per_height)
+        if best_d is None or dram < best_d[0]:
+            _, _, t0, c0 = per_height[0]
+            best_d = (int(dram), len(parts), c0[int(np.argmin(t0[:, 2]))])
+        # max(sum serial, sum link) over one candidate per height
+        ser, lnk = np.zeros(1), np.zeros(1)
+        for _, _, t, _ in per_height:
+            ser = (ser[:, None] + t[None, :, 0]).ravel()
+            lnk = (lnk[:, None] + t[None, :, 1]).ravel()
+        both = np.maximum(ser, lnk)
+        i = int(np.argmin(both))
+        j = i // int(np.prod([len(c) for _, _, _, c in per_height[1:]] or [1]))
+        if best_c is None or both[i] < best_c[0]:
+            best_c = (float(both[i]), len(parts), per_height[0][3][j])
     if best_d is None:
         from sw_driver.mapper import map_layer
         map_layer(L, config, dram_rate=rate, buffers=buffers)   # raises the mapper's error

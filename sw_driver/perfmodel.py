@@ -1504,7 +1504,7 @@ def predict_network(config: AcceleratorConfig, x, layers, *, dram=DramModel(),
 def predict_layer(config: AcceleratorConfig, layer: LayerShape, *, dram=DramModel(),
                   ifmap=None, ifmap_zero_fraction=0.0, ofmap=None, ofmap_zero_fraction=None,
                   ifmap_rlc=False, ofmap_rlc=None, relu=False, bias=False, weights=None,
-                  mapping: Mapping | None = None, seed=0) -> LayerPrediction:
+                  mapping=None, seed=0) -> LayerPrediction:
     """Predict one CONV layer run alone (as ``Accelerator.conv2d``).
 
     Parameters
@@ -1523,8 +1523,8 @@ def predict_layer(config: AcceleratorConfig, layer: LayerShape, *, dram=DramMode
     relu, bias : bool
         Whether the layer has ReLU / a bias (bias adds one load and a cycle per plane).
     weights : optional (M, C/groups, R, S) array (only its shape matters).
-    mapping : Mapping or None
-        Use this mapping instead of ``map_layer``'s.
+    mapping : Mapping, list of sw_driver.strips.Strip, or None
+        Use this mapping (or this row-strip plan) instead of the driver's.
 
     Returns
     -------

@@ -137,7 +137,9 @@ def plan_network(config: AcceleratorConfig, x_shape, layers, *, dram_rate: float
     """Per layer of a network (``sw_driver.accelerator.ConvLayer`` objects), the
     ``(host_padded, strips)`` of :func:`plan_layer`: one strip for a layer that maps whole,
     several row strips for a first layer whose ifmap plane does not fit the GLB (AlexNet
-    CONV1 on the Eyeriss preset). ``mappings``: optional given whole-layer mappings.
+    CONV1 on the Eyeriss preset). ``mappings``: optional given whole-layer mappings, or
+    for the first layer a list of :class:`Strip` (a given strip plan, e.g. from
+    ``sw_driver.bounds.plans_below``).
 
     Raises
     ------
@@ -156,7 +158,13 @@ def plan_network(config: AcceleratorConfig, x_shape, layers, *, dram_rate: float
             raise ValueError(f"layer {li}: filter channels {Cg} x groups {layer.groups} "
                              f"!= ifmap channels {C}")
         L = LayerShape(N, C, H, W, M, R, S, layer.stride, layer.padding, layer.groups)
-        if mappings is not None:
+        if mappings is not None and isinstance(mappings[li], (list, tuple)):
+            strips = list(mappings[li])                 # a given strip plan
+            padded = len(strips) > 1
+            if len(strips) > 1 and li > 0:
+                raise ValueError(f"layer {li}: only a network's first layer can run in "
+                                 "row strips")
+        elif mappings is not None:
             padded, strips = False, [Strip(0, L.E, 0, L.H, mappings[li])]
         else:
             padded, strips = plan_layer(L, config, buffers=buffers, dram_rate=dram_rate,
