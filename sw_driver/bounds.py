@@ -14,20 +14,23 @@ DRAM words (64-bit), for any layer
     (a plane stored in strip pieces takes at least as many words). Bias words and commands
     are left out, so the bound is below what the compiler moves.
 
-Cycles, for a layer whose ifmap has no zeros (zero skipping makes the PE term data-dependent)
-    the larger of the link time (DRAM words above / ``dram_rate``) and the PE time: in each
-    pass the busiest PE does ``windows x p x q x S`` MACs at one per cycle, where ``p`` and
-    ``q`` are the filters and channels of the fullest filter group and channel set in that
-    pass. With one copy of each GLB region (``buffers == 1``) loads, passes and stores run
-    one after the other, so the link time adds to the PE time; with one psum region
-    (:attr:`~sw_driver.mapper.Mapping.single_psum`) each filter block's ofmap store (its
-    share of the ofmap's RLC words, at the link rate) runs before the next block's first
-    pass. Filter loads over the filter GIN, the ifmap GIN's rate and every ramp are left
-    out.
+Cycles, for any layer
+    the larger of the link time (DRAM words above / ``dram_rate``) and the passes, each at
+    least the longest of: its MACs on non-zero ifmap values over the PEs working in it; the
+    busiest PE's ``windows x p x q x S`` MACs (one per cycle) less ``p - 1`` per zero in the
+    pass (zero skipping runs a zero's ``p`` MACs in one cycle); its ifmap values over the
+    1-value/cycle ifmap GIN; its filter values over the filter GIN followed by the
+    last-loaded PE's windows. With one copy of each GLB region (``buffers == 1``) loads,
+    passes and stores run one after the other, so the link time adds to the passes; with
+    one psum region (:attr:`~sw_driver.mapper.Mapping.single_psum`) each filter block's
+    ofmap store (its share of the ofmap's RLC words, at the link rate) runs before the next
+    block's first pass. Pass ramps, the GIN and PE interplay within a window and DRAM
+    latency are left out (:func:`mapping_terms`).
 
 The minimum over mappings of these bounds is what "no mapping of this hardware can" rests
-on: if it exceeds a target, no schedule the driver can emit meets that target (the
-benchmark's ``--bounds``; README, issue 5 notes).
+on: if it exceeds a target, no schedule the driver can emit meets that target. Where it
+does not, :func:`plans_below` lists the plans it leaves open for the analytical model
+(``accelgen bench --bounds --model-check``; README, issue 5 notes).
 """
 
 from __future__ import annotations
