@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.config import AcceleratorConfig
-from sw_driver.mapper import LayerShape, Mapping, map_layer
+from sw_driver.mapper import REFINE_MACS, LayerShape, Mapping, map_layer
 
 __all__ = ["Strip", "plan_layer", "plan_network", "host_pad", "strip_inputs"]
 
@@ -103,27 +103,42 @@ def plan_layer(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float
         best, best_cost, best_k = [Strip(0, L.E, 0, L.H, mp)], STRIP_MARGIN * mp.cost(), 1
     except ValueError as whole_error:
         err = whole_error
+    lows, refined = {}, {}      # strip height -> cheapest / map_layer's mapping (or None)
     for k in range(2, L.E + 1):
         if best_k is not None and k > best_k + extra_tries:
             break
         parts = _split(L.E, k)
         if len(parts) != k:
             continue            # same split as a smaller k
-        cache, strips, ok = {}, [], True
+        shapes = {}
         for e0, e1 in parts:
             Hs = (e1 - e0 - 1) * L.U + L.R
-            shape = LayerShape(L.N, L.C, Hs, L.Wp, L.M, L.R, L.S, L.U, 0, L.groups)
-            if Hs not in cache:
+            shapes[Hs] = LayerShape(L.N, L.C, Hs, L.Wp, L.M, L.R, L.S, L.U, 0, L.groups)
+        # The cheapest mapping by cost (no model refinement) costs no more than the one
+        # map_layer refines to, so a count whose cheapest strips cannot beat the best so far
+        # is skipped without running the model on its strips (same choice, faster).
+        cheapest = {}
+        for Hs, shape in shapes.items():
+            if Hs not in lows:
                 try:
-                    cache[Hs] = map_layer(shape, config, dram_rate=dram_rate, buffers=buffers)
+                    lows[Hs] = map_layer(shape, config, dram_rate=dram_rate, buffers=buffers,
+                                         refine=0)
                 except ValueError:
-                    cache[Hs] = None
-            if cache[Hs] is None:
-                ok = False
-                break
-            strips.append(Strip(e0, e1, e0 * L.U, e0 * L.U + Hs, cache[Hs]))
-        if not ok:
+                    lows[Hs] = None
+            cheapest[Hs] = lows[Hs]
+        if any(m is None for m in cheapest.values()):
             continue
+        low = sum(cheapest[(e1 - e0 - 1) * L.U + L.R].cost() for e0, e1 in parts)
+        if best_cost is not None and low >= best_cost:
+            continue
+        strips = []
+        for e0, e1 in parts:
+            Hs = (e1 - e0 - 1) * L.U + L.R
+            if Hs not in refined:
+                refined[Hs] = (cheapest[Hs] if shapes[Hs].macs > REFINE_MACS else
+                               map_layer(shapes[Hs], config, dram_rate=dram_rate,
+                                         buffers=buffers))
+            strips.append(Strip(e0, e1, e0 * L.U, e0 * L.U + Hs, refined[Hs]))
         cost = sum(s.mapping.cost() for s in strips)
         if best_cost is None or cost < best_cost:
             best, best_cost, best_k = strips, cost, k
