@@ -437,6 +437,9 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
                  f"({target:,.0f}); the model's fewest: {best['model']:,} cycles "
                  f"({ideal / best['model']:.1%}), {best['strips']} strip(s), p={best['p']} "
                  f"t={best['t_sets']}{' resident ifmap' if best['ifmap_resident'] else ''}")
+        elif model_check and plans:
+            echo(f"       {len(plans)} plans with a cycle bound under 75% of ideal: more than "
+                 f"{MODEL_CHECK_MAX}, not model-checked")
     dw = sum(r["dram_words_bound"] for r in out["layers"])
     macs = sum(r["macs"] for r in out["layers"])
     out["dram_words_bound"] = dw
