@@ -112,6 +112,26 @@ def _predict(config, shape, dram, mapping, x, y, ifmap_rlc, ofmap_rlc):
                          ofmap_rlc=ofmap_rlc, relu=True, bias=True, mapping=mapping)
 
 
+def _select_layers(network: str, layers, batch: int, c_div: int, m_div: int):
+    """The benchmark layers to run: ``layers`` (names) of ``network``, C and M divided.
+
+    Raises ValueError for an unknown network or layer name, or a batch < 1."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {sorted(NETWORKS)}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    table = NETWORKS[network]
+    names = [l.name for l in table]
+    if layers:
+        bad = [n for n in layers if n not in names]
+        if bad:
+            raise ValueError(f"unknown layer(s) {bad}; {network} has {names}")
+        table = [l for l in table if l.name in layers]
+    if c_div != 1 or m_div != 1:
+        table = [l.scaled(c_div, m_div) for l in table]
+    return table
+
+
 def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
               preset_name: str = "eyeriss", overrides=(), c_div: int = 1, m_div: int = 1,
               dram: str = "eyeriss", gating_baseline: bool = False, model_only: bool = False,
@@ -139,19 +159,7 @@ def run_bench(network: str = "alexnet", *, layers=None, batch: int = 4,
     from sw_driver.strips import plan_layer
     from sw_driver.targets import AcceleratorError, DramModel, auto_threads
 
-    if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}; choose one of {sorted(NETWORKS)}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    table = NETWORKS[network]
-    names = [l.name for l in table]
-    if layers:
-        bad = [n for n in layers if n not in names]
-        if bad:
-            raise ValueError(f"unknown layer(s) {bad}; {network} has {names}")
-        table = [l for l in table if l.name in layers]
-    if c_div != 1 or m_div != 1:
-        table = [l.scaled(c_div, m_div) for l in table]
+    table = _select_layers(network, layers, batch, c_div, m_div)
     config = load_config(preset_name, overrides)
     dram_model = DramModel.eyeriss() if dram == "eyeriss" else DramModel()
     if threads == "auto":
@@ -361,6 +369,10 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
     analytical model on each of them, for layers with at most :data:`MODEL_CHECK_MAX`, and
     reports the fewest cycles the model finds. No plan outside that list can reach 75%.
 
+    Only the network's first layer is searched in row strips (``run_bench`` would let any
+    layer run in strips; the mapper keeps AlexNet CONV2-5 whole), so for later layers the
+    bounds cover whole-layer mappings only.
+
     Raises
     ------
     ValueError
@@ -369,49 +381,39 @@ def run_bounds(network: str = "alexnet", *, layers=None, batch: int = 4,
     from tqdm import tqdm
 
     from gen.cli import load_config
-    from sw_driver.bounds import layer_bounds, plans_below
+    from sw_driver.bounds import layer_bounds
     from sw_driver.golden import conv2d
     from sw_driver.targets import DramModel
 
-    if network not in NETWORKS:
-        raise ValueError(f"unknown network {network!r}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    chosen = [ly.scaled(c_div, m_div) if (c_div, m_div) != (1, 1) else ly
-              for ly in NETWORKS[network]]
-    names = [ly.name for ly in chosen]
-    unknown = [n for n in (layers or []) if n not in names]
-    if unknown:
-        raise ValueError(f"unknown layer(s) {', '.join(unknown)}; {network} has "
-                         f"{', '.join(names)}")
+    chosen = _select_layers(network, layers, batch, c_div, m_div)
     config = load_config(preset_name, tuple(overrides))
     rate = 0.3 if dram == "eyeriss" else 1.0
     out = {"network": network, "batch": batch, "preset": preset_name, "dram_rate": rate,
            "layers": []}
     echo(f"{'layer':6} {'cycles >=':>11} {'util <=':>8} {'strips':>6} {'DRAM words >=':>14} "
          f"{'per MAC (bytes)':>15} {'mappings':>8} {'can 75%':>8}")
-    for i, ly in enumerate(chosen):
-        if layers and ly.name not in layers:
-            continue
+    for ly in chosen:
         shape = ly.shape(batch)
         x, w, b = synthetic_layer(ly, batch, seed)
         y = conv2d(x, w, b, stride=ly.U, padding=ly.padding, groups=ly.groups,
                    product_shift=FRAC_BITS, output_shift=0, relu=True,
                    psum_width=config.psum_width, data_width=config.data_width)
+        ideal = shape.macs / config.num_pes
+        target = ideal / TARGET_UTILIZATION
+        # Strips only for the network's first layer: run_bench lets every layer run in
+        # strips, but the mapper keeps CONV2-5 whole, and searching every strip count of
+        # every later layer takes more than 10 minutes.
         bd = layer_bounds(shape, config, x, y, dram_rate=rate,
                           ifmap_rlc=ly.zero_fraction > 0 and config.rlc,
-                          ofmap_rlc=config.rlc, strips=(i == 0))
-        ideal = shape.macs / config.num_pes
+                          ofmap_rlc=config.rlc,
+                          strips=ly.name == NETWORKS[network][0].name, target=target)
+        plans = bd.plans
         row = {"layer": ly.name, "macs": shape.macs, "ideal_cycles": ideal,
                "cycles_bound": bd.cycles, "utilization_bound": ideal / bd.cycles,
                "cycles_strips": bd.cycles_strips, "dram_words_bound": bd.dram_words,
                "dram_strips": bd.dram_strips,
                "bytes_per_mac_bound": 8 * bd.dram_words / shape.macs,
                "mappings": bd.candidates}
-        target = ideal / TARGET_UTILIZATION
-        plans = plans_below(shape, config, x, y, target, dram_rate=rate,
-                            ifmap_rlc=ly.zero_fraction > 0 and config.rlc,
-                            ofmap_rlc=config.rlc, strips=(i == 0))
         row["plans_under_target"] = len(plans)
         out["layers"].append(row)
         echo(f"{ly.name:6} {bd.cycles:>11,} {ideal / bd.cycles:>8.1%} {bd.cycles_strips:>6} "

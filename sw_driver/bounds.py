@@ -43,6 +43,7 @@ import numpy as np
 from hw.config import AcceleratorConfig
 from sw_driver.golden import rlc_encode
 from sw_driver.mapper import LayerShape, Mapping, candidates
+from sw_driver.strips import Strip, _split
 
 __all__ = ["LayerBound", "layer_bounds", "mapping_terms", "nonzero_counts", "plane_words",
            "plans_below"]
@@ -65,7 +66,8 @@ class LayerBound:
     """The smallest bounds found over the candidates.
 
     ``cycles_strips`` / ``dram_strips``: strip counts of the mappings that give them (1: the
-    layer whole); ``cycles_mapping`` / ``dram_mapping``: the first strip's mapping."""
+    layer whole); ``cycles_mapping`` / ``dram_mapping``: the first strip's mapping;
+    ``plans``: with a ``target``, the plans under it, lowest bound first (:func:`plans_below`)."""
 
     cycles: int
     cycles_strips: int
@@ -74,6 +76,7 @@ class LayerBound:
     dram_strips: int
     dram_mapping: Mapping
     candidates: int
+    plans: tuple = ()
 
 
 def nonzero_counts(x: np.ndarray, layer: LayerShape) -> np.ndarray:
@@ -112,9 +115,10 @@ def mapping_terms(mp: Mapping, *, ifmap_words: int, ofmap_words: float, nz: np.n
     padding not counted); and (c) its filter values over the filter GIN (``filter_lanes``
     per cycle) followed by the windows of the last-loaded PE (the emptiest filter group and
     channel set: ``p x q x S`` cycles per window, less ``p - 1`` for every zero in the
-    pass, never under ``q x S``). Everything is per row chunk. With ``buffers == 1`` the link time adds to the passes (loads,
-    passes and stores run one after the other); with one psum region each filter block's
-    share of the ofmap store, at the link rate, runs before the next block's first pass."""
+    pass, never under ``q x S``). Everything is per row chunk. With ``buffers == 1`` the
+    link time adds to the passes (loads, passes and stores run one after the other); with
+    one psum region each filter block's share of the ofmap store, at the link rate, runs
+    before the next block's first pass."""
     L = mp.layer
     fil_rate = mp.config.filter_lanes
     ifmap = ifmap_words * (1 if mp.ifmap_resident or mp.n_cblocks == 1 else mp.n_mblocks)
@@ -173,11 +177,8 @@ def _plans(layer, config, x, y, *, rate, ifmap_rlc, ofmap_rlc, strips, buffers):
     nzc = nonzero_counts(x, L)
     splits = [[(0, L.E)]]
     if strips:
-        for k in range(2, L.E + 1):
-            size = math.ceil(L.E / k)
-            parts = [(e0, min(L.E, e0 + size)) for e0 in range(0, L.E, size)]
-            if len(parts) == k:
-                splits.append(parts)
+        splits += [parts for k in range(2, L.E + 1)
+                   if len(parts := _split(L.E, k)) == k]      # as plan_layer tries them
     for parts in splits:
         whole = len(parts) == 1
         groups = {}
@@ -219,40 +220,43 @@ def plans_below(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray, y: 
     with the lowest bound of their own, and the bound screens with each other height at its
     own minimum serial and link terms, so no other choice for them has a lower bound.
     Arguments as :func:`layer_bounds`."""
-    from sw_driver.strips import Strip
+    return layer_bounds(layer, config, x, y, dram_rate=dram_rate, ifmap_rlc=ifmap_rlc,
+                        ofmap_rlc=ofmap_rlc, strips=strips, buffers=buffers,
+                        target=cycles).plans
 
-    L = layer
-    rate = max(1e-6, min(1.0, dram_rate))
+
+def _screen(L, parts, per_height, cycles):
+    """The plans of one strip split whose screening bound is below ``cycles``:
+    ``(bound, [Strip, ...])`` (see :func:`plans_below`)."""
     out = []
-    for parts, per_height in _plans(L, config, x, y, rate=rate, ifmap_rlc=ifmap_rlc,
-                                    ofmap_rlc=ofmap_rlc, strips=strips, buffers=buffers):
-        _, _, t0, c0 = per_height[0]
-        rest_ser = sum(t[:, 0].min() for _, _, t, _ in per_height[1:])
-        rest_lnk = sum(t[:, 1].min() for _, _, t, _ in per_height[1:])
-        screen = np.maximum(t0[:, 0] + rest_ser, t0[:, 1] + rest_lnk)
-        others = {rows: c[int(np.argmin(np.maximum(t[:, 0], t[:, 1])))]
-                  for rows, _, t, c in per_height[1:]}
-        for i in np.nonzero(screen < cycles)[0]:
-            table = {per_height[0][0]: c0[i], **others}
-            plan = []
-            for e0, e1 in parts:
-                mp = table[e1 - e0]
-                h0 = e0 * L.U if len(parts) > 1 else 0
-                plan.append(Strip(e0, e1, h0, h0 + mp.layer.H, mp))
-            out.append((int(math.ceil(screen[i])), plan))
-    out.sort(key=lambda r: r[0])
+    _, _, t0, c0 = per_height[0]
+    rest_ser = sum(t[:, 0].min() for _, _, t, _ in per_height[1:])
+    rest_lnk = sum(t[:, 1].min() for _, _, t, _ in per_height[1:])
+    screen = np.maximum(t0[:, 0] + rest_ser, t0[:, 1] + rest_lnk)
+    others = {rows: c[int(np.argmin(np.maximum(t[:, 0], t[:, 1])))]
+              for rows, _, t, c in per_height[1:]}
+    for i in np.nonzero(screen < cycles)[0]:
+        table = {per_height[0][0]: c0[i], **others}
+        plan = []
+        for e0, e1 in parts:
+            mp = table[e1 - e0]
+            h0 = e0 * L.U if len(parts) > 1 else 0
+            plan.append(Strip(e0, e1, h0, h0 + mp.layer.H, mp))
+        out.append((int(math.ceil(screen[i])), plan))
     return out
 
 
 def layer_bounds(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray,
                  y: np.ndarray, *, dram_rate: float, ifmap_rlc: bool, ofmap_rlc: bool,
-                 strips: bool = False, buffers=(1, 2)) -> LayerBound:
+                 strips: bool = False, buffers=(1, 2),
+                 target: float | None = None) -> LayerBound:
     """Lower bounds on ``layer``'s cycles and DRAM words over all mappings on ``config``.
 
     ``x``: the ifmap (N, C, H, W), unpadded; ``y``: the ofmap (N, M, E, F);
     ``dram_rate``: 64-bit words per cycle of the link; ``strips``: also every row-strip
     count (a network's first layer; strips read host-padded ifmap rows, stored raw or RLC
-    as ``ifmap_rlc`` says).
+    as ``ifmap_rlc`` says); ``target``: also list, in :attr:`LayerBound.plans`, the plans
+    whose cycle bound is below this many cycles (:func:`plans_below`), from the same pass.
 
     Raises
     ------
@@ -263,9 +267,12 @@ def layer_bounds(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray,
     rate = max(1e-6, min(1.0, dram_rate))
     best_c = best_d = None
     n_cands = 0
+    plans = []
     for parts, per_height in _plans(L, config, x, y, rate=rate, ifmap_rlc=ifmap_rlc,
                                     ofmap_rlc=ofmap_rlc, strips=strips, buffers=buffers):
         n_cands += sum(len(c) for _, _, _, c in per_height)
+        if target is not None:
+            plans += _screen(L, parts, per_height, target)
         dram = sum(t[:, 2].min() for _, _, t, _ in per_height)
         if best_d is None or dram < best_d[0]:
             _, _, t0, c0 = per_height[0]
@@ -286,4 +293,5 @@ def layer_bounds(layer: LayerShape, config: AcceleratorConfig, x: np.ndarray,
         raise ValueError(f"layer {L}: no mapping")
     return LayerBound(cycles=math.ceil(best_c[0]), cycles_strips=best_c[1],
                       cycles_mapping=best_c[2], dram_words=best_d[0], dram_strips=best_d[1],
-                      dram_mapping=best_d[2], candidates=n_cands)
+                      dram_mapping=best_d[2], candidates=n_cands,
+                      plans=tuple(sorted(plans, key=lambda r: r[0])))
