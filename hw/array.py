@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .layouts import TAG_BITS, pe_role_layout, psum_bits, tagged_layout
 from .pe import PEConfig, ProcessingElement, filter_in_shape
+from .pe_row import LockstepPERow
 from .skid import SkidBuffer
 
 __all__ = ["PEArray", "role_layout", "psum_link_shape"]
@@ -49,6 +50,18 @@ def role_layout() -> data.StructLayout:
         "ifmap_tag": unsigned(TAG_BITS),
         "psum_tag": unsigned(TAG_BITS),
     })
+
+
+class _RowPE:
+    """PE ``i`` of a :class:`~hw.pe_row.LockstepPERow`, with the port names of
+    :class:`~hw.pe.ProcessingElement` (``psum_in_en`` stands for ``cfg.psum_in_en``)."""
+
+    def __init__(self, prow, i):
+        self.start, self.busy = prow.start[i], prow.busy[i]
+        self.psum_in_en, self.mac_fire = prow.psum_in_en[i], prow.mac_fire[i]
+        self.mac_gated = prow.mac_gated[i]
+        self.filter_in, self.ifmap_in = prow.filter_in[i], prow.ifmap_in[i]
+        self.psum_in, self.psum_out = prow.psum_in[i], prow.psum_out[i]
 
 
 def _tree(op, items):
@@ -260,7 +273,14 @@ class PEArray(wiring.Component):
         link = psum_link_shape(c)
 
         pes = []
+        lockstep = []
         for r in range(rows):
+            if c.lockstep_rows:
+                # One sequencer per array row (hw.pe_row): each PE is a view of its datapath.
+                m.submodules[f"pe_row_{r}"] = prow = LockstepPERow(c, cols)
+                lockstep.append(prow)
+                pes.extend(_RowPE(prow, col) for col in range(cols))
+                continue
             for col in range(cols):
                 pe = ProcessingElement(c)
                 m.submodules[f"pe_{r}_{col}"] = pe
@@ -282,11 +302,17 @@ class PEArray(wiring.Component):
         m.d.sync += start_r.eq(self.start & ~self.busy)
         with m.If(self.start & ~self.busy):
             m.d.sync += cfg_r.eq(self.cfg)
+        for prow in lockstep:
+            m.d.comb += prow.cfg.eq(cfg_r)
         for pe, role in zip(pes, roles):
+            psum_in_en = Mux(role.head, cfg_r.psum_in_en, 1)
+            if c.lockstep_rows:
+                m.d.comb += [pe.start.eq(start_r & role.active), pe.psum_in_en.eq(psum_in_en)]
+                continue
             m.d.comb += [
                 pe.start.eq(start_r & role.active),
                 pe.cfg.eq(cfg_r),
-                pe.cfg.psum_in_en.eq(Mux(role.head, cfg_r.psum_in_en, 1)),
+                pe.cfg.psum_in_en.eq(psum_in_en),
             ]
 
         # ---- role registers -----------------------------------------------------------------

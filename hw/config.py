@@ -88,6 +88,19 @@ class AcceleratorConfig:
         5,693,128 cycles in RTL, 80.9% -> 93.7% of ideal. The ifmap multicast still ties a
         PE to the PEs of its diagonal (a ``q*S``-slot ifmap spad), so layers with little
         spad slack gain less.
+    lockstep_rows : bool
+        Run the PEs of each array row in lock step with one shared sequencer
+        (:class:`hw.pe_row.LockstepPERow`) instead of one per PE: the same results, about a
+        third less logic per PE, but a row steps at the pace of its slowest PE and zero
+        skipping saves cycles only where the ifmap value is zero in every PE of the row
+        (zero gating still holds the operands). The mapper then keeps ``p`` to at most
+        ``(psum_fifo_depth - 1) // 2`` (``sw_driver.mapper.p_limit``), so
+        ``psum_fifo_depth`` must be at least 3. For FPGAs (README, FPGA section).
+    psum_spad_bram : bool
+        Ask the FPGA tools to put every PE's psum spad in block RAM (Yosys attribute
+        ``ram_style = "block"``) instead of distributed LUT RAM: on the ECP5 one more DP16KD
+        per PE and about 60 fewer LUT4s per PE (README, FPGA section). No effect on results
+        or cycles, nor on other flows.
 
     Raises
     ------
@@ -112,6 +125,8 @@ class AcceleratorConfig:
     filter_lanes: int = 4
     psum_lanes: int = 2
     psum_fifo_depth: int = 7
+    lockstep_rows: bool = False
+    psum_spad_bram: bool = False
 
     def __post_init__(self):
         for f in fields(self):
@@ -143,6 +158,10 @@ class AcceleratorConfig:
             raise ValueError(f"psum_lanes must be 1 or {psum_word_lanes} (psums of "
                              f"{self.psum_width} bits per 64-bit GLB word), "
                              f"got {self.psum_lanes}; set psum_lanes with psum_width")
+        if self.lockstep_rows and self.psum_fifo_depth < 3:
+            raise ValueError(f"psum_fifo_depth must be at least 3 with lockstep_rows "
+                             f"(a lock-step PE holds two windows of p >= 1 psums), "
+                             f"got {self.psum_fifo_depth}")
         if self.glb_bank_words & (self.glb_bank_words - 1):
             raise ValueError(
                 f"glb_bank_words must be a power of two in the range "

@@ -26,7 +26,7 @@ from .config import AcceleratorConfig
 from .layouts import act_bits
 
 __all__ = ["PEConfig", "ProcessingElement", "U_BITS", "F_BITS", "N_ROWS_BITS",
-           "filter_lane_bits", "filter_in_shape"]
+           "filter_lane_bits", "filter_in_shape", "psum_spad_attrs", "psum_join"]
 
 #: Bits of the stride field: ``U`` in 1..15.
 U_BITS = 4
@@ -51,6 +51,13 @@ def filter_in_shape(config: AcceleratorConfig) -> Shape:
     if config.filter_lanes == 1:
         return signed(config.data_width)
     return signed(config.filter_lanes * filter_lane_bits(config))
+
+
+def psum_spad_attrs(config: AcceleratorConfig) -> dict:
+    """Synthesis attributes of a PE's psum spad: ``ram_style = "block"`` (Yosys: map to
+    block RAM, on the ECP5 one DP16KD) with ``config.psum_spad_bram``, else none (Yosys
+    then picks distributed LUT RAM for the small spad)."""
+    return {"ram_style": "block"} if config.psum_spad_bram else {}
 
 
 class PEConfig(data.StructLayout):
@@ -101,6 +108,43 @@ class PEConfig(data.StructLayout):
 
 
 _IDLE, _LOAD, _RUN = 0, 1, 2
+
+
+def psum_join(m, ofifo, psum_in, psum_out, psum_en, pw: int, suffix: str = ""):
+    """The join stage of a PE (also used by :class:`hw.pe_row.LockstepPERow`): each
+    ``psum_out`` word is the head of the output FIFO ``ofifo`` plus, when ``psum_en``,
+    the head of ``psum_in`` (mod ``2**pw``), through a 2-entry registered output (output
+    register and skid register), so ``psum_out.valid`` does not depend on
+    ``psum_out.ready`` and ``psum_in.ready`` depends on registered state only. Adds the
+    logic to ``m`` (signal names end in ``suffix``) and returns a 1-bit value: the FIFO,
+    the skid register and the output register are empty (or the output leaves in this
+    cycle)."""
+    out_valid = Signal(name=f"out_valid{suffix}")
+    out_data = Signal(signed(pw), name=f"out_data{suffix}")
+    sk_valid = Signal(name=f"skid_valid{suffix}")
+    sk_data = Signal(signed(pw), name=f"skid_data{suffix}")
+    join_ok = Signal(name=f"join_ok{suffix}")
+    join = Signal(name=f"join{suffix}")
+    jval = Signal(signed(pw), name=f"join_value{suffix}")
+    m.d.comb += [
+        join_ok.eq(ofifo.r_rdy & ~sk_valid),
+        psum_in.ready.eq(join_ok & psum_en),
+        join.eq(join_ok & (psum_in.valid | ~psum_en)),
+        jval.eq(ofifo.r_data.as_signed() + Mux(psum_en, psum_in.payload, 0)),
+        ofifo.r_en.eq(join),
+        psum_out.valid.eq(out_valid),
+        psum_out.payload.eq(out_data),
+    ]
+    with m.If(~out_valid | psum_out.ready):
+        with m.If(sk_valid):
+            m.d.sync += [out_data.eq(sk_data), out_valid.eq(1), sk_valid.eq(0)]
+        with m.Elif(join):
+            m.d.sync += [out_data.eq(jval), out_valid.eq(1)]
+        with m.Else():
+            m.d.sync += out_valid.eq(0)
+    with m.Elif(join):
+        m.d.sync += [sk_data.eq(jval), sk_valid.eq(1)]
+    return (ofifo.level == 0) & ~sk_valid & (~out_valid | psum_out.ready)
 
 
 class ProcessingElement(wiring.Component):
@@ -240,7 +284,8 @@ class ProcessingElement(wiring.Component):
         m.submodules.ifmap_spad = ifm = Memory(shape=signed(dw), depth=idepth, init=[])
         i_wr = ifm.write_port()
         i_rd = ifm.read_port(domain="sync")  # read-before-write: a slot may be refilled
-        m.submodules.psum_spad = psp = Memory(shape=signed(pw), depth=pdepth, init=[])
+        m.submodules.psum_spad = psp = Memory(shape=signed(pw), depth=pdepth, init=[],
+                                               attrs=psum_spad_attrs(c))
         p_wr = psp.write_port()
         p_rd = psp.read_port(domain="sync", transparent_for=(p_wr,))  # p = 1 forwarding
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(width=pw, depth=odepth)
@@ -506,35 +551,10 @@ class ProcessingElement(wiring.Component):
         ]
 
         # ---- join: psum_out = fifo head + psum_in head, 2-entry registered output ----------
-        out_valid = Signal(name="out_valid")
-        out_data = Signal(signed(pw), name="out_data")
-        sk_valid = Signal(name="skid_valid")
-        sk_data = Signal(signed(pw), name="skid_data")
-        join_ok = Signal()
-        join = Signal()
-        jval = Signal(signed(pw), name="join_value")
-        m.d.comb += [
-            join_ok.eq(ofifo.r_rdy & ~sk_valid),
-            self.psum_in.ready.eq(join_ok & psum_en),
-            join.eq(join_ok & (self.psum_in.valid | ~psum_en)),
-            jval.eq(ofifo.r_data.as_signed() + Mux(psum_en, self.psum_in.payload, 0)),
-            ofifo.r_en.eq(join),
-            self.psum_out.valid.eq(out_valid),
-            self.psum_out.payload.eq(out_data),
-        ]
-        with m.If(~out_valid | self.psum_out.ready):
-            with m.If(sk_valid):
-                m.d.sync += [out_data.eq(sk_data), out_valid.eq(1), sk_valid.eq(0)]
-            with m.Elif(join):
-                m.d.sync += [out_data.eq(jval), out_valid.eq(1)]
-            with m.Else():
-                m.d.sync += out_valid.eq(0)
-        with m.Elif(join):
-            m.d.sync += [sk_data.eq(jval), sk_valid.eq(1)]
+        out_drained = psum_join(m, ofifo, self.psum_in, self.psum_out, psum_en, pw)
 
         # ---- end of run -------------------------------------------------------------------
-        drained = (~fa & ~xv & ~e_valid & ~a_valid & (ofifo.level == 0) & ~sk_valid
-                   & (~out_valid | self.psum_out.ready))
+        drained = ~fa & ~xv & ~e_valid & ~a_valid & out_drained
         with m.If(running & drained):
             m.d.sync += state.eq(_IDLE)
 

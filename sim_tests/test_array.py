@@ -755,10 +755,13 @@ def test_g_lanes_fewer_cycles_when_gon_bound():
 
 # ---- Verilog ------------------------------------------------------------------------------
 
-def test_verilog_tiny_lint_clean(tmp_path):
+@pytest.mark.parametrize("cfg", [TINY, TINY.replace(lockstep_rows=True)],
+                         ids=["per-PE", "lock-step rows"])
+def test_verilog_tiny_lint_clean(tmp_path, cfg):
     from gen.toolchain import lint
-    text = verilog.convert(PEArray(TINY), name="pe_array", emit_src=False)
+    text = verilog.convert(PEArray(cfg), name="pe_array", emit_src=False)
     assert "module pe_array" in text
+    assert ("pe_row_0" in text) == cfg.lockstep_rows
     (tmp_path / "pe_array.v").write_text(text)
     r = lint(tmp_path / "pe_array.v", "pe_array")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -494,6 +494,19 @@ def _geometry(L: LayerShape, c: AcceleratorConfig) -> tuple[int, int, int]:
     return Rc, math.ceil(L.E / n_fold), n_fold
 
 
+def p_limit(c: AcceleratorConfig) -> int:
+    """Largest ``p`` (filters interleaved per PE) the mapper uses: ``psum_spad_depth``, and
+    with lock-step rows (``lockstep_rows``, :mod:`hw.pe_row`) at most half the usable
+    output FIFO, ``(psum_fifo_depth - 1) // 2``. A lock-step row stops when any of its
+    PEs has no FIFO room, and the psum GIN and GON drain a row's chains one after another,
+    so each PE must hold a second window of ``p`` psums while the first waits to drain;
+    with less, a pass can deadlock (measured: a 1x1 layer with ``p = 5`` hung with 6
+    usable entries on ``tiny``, and ran with 7 or more)."""
+    if c.lockstep_rows:
+        return min(c.psum_spad_depth, (c.psum_fifo_depth - 1) // 2)
+    return c.psum_spad_depth
+
+
 def _check_limits(L: LayerShape, c: AcceleratorConfig) -> None:
     """Raise ValueError when a layer breaks a PE limit that no tiling can avoid."""
     if L.S > c.ifmap_spad_depth or L.S > c.filter_spad_depth:
@@ -549,7 +562,7 @@ def candidates(layer: LayerShape, config: AcceleratorConfig, *, dram_rate: float
                     if r_sets * t_sets * Rc > 1 << TAG_BITS:
                         reasons.add("too many filter GIN tags")
                         continue
-                    p_cap = min(c.psum_spad_depth, c.filter_spad_depth // (q * L.S),
+                    p_cap = min(p_limit(c), c.filter_spad_depth // (q * L.S),
                                 math.ceil(L.Mg / t_sets), 255)
 
                     n_cb = math.ceil(L.Cg / (q * r_sets))

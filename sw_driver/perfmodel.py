@@ -1343,10 +1343,11 @@ class _Machine:
                 zall = zall.reshape(-1)
                 zmid = zmid.reshape(-1)
                 if c.zero_gating:
-                    pe_cost = pqs - (p - 1) * zmid
                     gated_total += int(p * zall.sum())
+                if c.zero_gating and not c.lockstep_rows:
+                    pe_cost = pqs - (p - 1) * zmid
                     skipped_total += int(zmid.sum())
-                else:
+                else:                # lock-step rows gate zero MACs but never skip them
                     pe_cost = np.full(NW, pqs)
                 pes_cost.append(pe_cost)
             K = np.array(pes_cost)
