@@ -153,6 +153,8 @@ class LockstepPERow(wiring.Component):
         qs_m1 = Signal(range(idepth), name="qs_m1")
         uq = Signal(range(uq_max + 1), name="uq")
         uq_mod = Signal(range(idepth), name="uq_mod")      # U*q mod q*S = q*(U mod S)
+        u_mod_s = Signal(range(idepth), name="u_mod_s")    # U mod S
+        q_r = Signal(range(idepth + 1), name="q")
         f_m1 = Signal(F_BITS, name="f_m1")
         rows_m1 = Signal(N_ROWS_BITS, name="rows_m1")
         shift = Signal(range(2 * dw), name="shift")
@@ -207,7 +209,7 @@ class LockstepPERow(wiring.Component):
                 qs.eq(cfg.q * cfg.S),
                 qs_m1.eq(cfg.q * cfg.S - 1),
                 uq.eq(cfg.U * cfg.q),
-                uq_mod.eq(cfg.q * (cfg.U % cfg.S)),
+                q_r.eq(cfg.q),
                 f_m1.eq(cfg.F - 1),
                 rows_m1.eq(cfg.n_rows - 1),
                 shift.eq(cfg.product_shift),
@@ -218,6 +220,18 @@ class LockstepPERow(wiring.Component):
             ]
             for i in range(n):
                 m.d.sync += [d[i].eq(0), ld_slot[i].eq(0), fw[i].eq(0)]
+
+        # U mod S from a table (a divider here was the critical path of a 4 x 6 board top:
+        # 20.2 ns, cfg -> modulo -> multiplier -> uq_mod), and q*(U mod S) one cycle later:
+        # uq_mod is first used by a window advance, at least two cycles after start (an
+        # ifmap value must be written and seen first).
+        with m.If(starting):
+            with m.Switch(Cat(self.cfg.U, self.cfg.S)):
+                for u in range(1 << len(self.cfg.U)):
+                    for s_ in range(1, idepth + 1):
+                        with m.Case(u | (s_ << len(self.cfg.U))):
+                            m.d.sync += u_mod_s.eq(u % s_)
+        m.d.sync += uq_mod.eq(q_r * u_mod_s)
 
         # ---- filter load: each PE takes its own words; the row runs when all have them ----
         for i in range(n):
