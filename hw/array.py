@@ -112,7 +112,9 @@ class PEArray(wiring.Component):
     ----------
     config : AcceleratorConfig
         Uses ``pe_rows``, ``pe_cols``, ``data_width``, ``psum_width``, ``psum_spad_depth``,
-        ``psum_lanes`` and whatever :class:`~hw.pe.ProcessingElement` uses.
+        ``psum_lanes`` and whatever :class:`~hw.pe.ProcessingElement` uses. With
+        ``lockstep_rows`` each array row is one :class:`~hw.pe_row.LockstepPERow` (one
+        sequencer for the row's PEs; same ports per PE, so nothing below changes).
 
     Ports
     -----

@@ -91,9 +91,9 @@ class AcceleratorConfig:
     lockstep_rows : bool
         Run the PEs of each array row in lock step with one shared sequencer
         (:class:`hw.pe_row.LockstepPERow`) instead of one per PE: the same results, about a
-        third less logic per PE, but a row steps at the pace of its slowest PE and zero
-        skipping saves cycles only where the ifmap value is zero in every PE of the row
-        (zero gating still holds the operands). The mapper then keeps ``p`` to at most
+        third less logic per PE, but a row steps at the pace of its slowest PE and never
+        skips zero iterations (zero gating still holds the operands and counts the gated
+        MACs). The mapper then keeps ``p`` to at most
         ``(psum_fifo_depth - 1) // 2`` (``sw_driver.mapper.p_limit``), so
         ``psum_fifo_depth`` must be at least 3. For FPGAs (README, FPGA section).
     psum_spad_bram : bool
