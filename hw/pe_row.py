@@ -220,12 +220,10 @@ class LockstepPERow(wiring.Component):
             ]
             for i in range(n):
                 m.d.sync += [d[i].eq(0), ld_slot[i].eq(0), fw[i].eq(0)]
-
-        # U mod S from a table (a divider here was the critical path of a 4 x 6 board top:
-        # 20.2 ns, cfg -> modulo -> multiplier -> uq_mod), and q*(U mod S) one cycle later:
-        # uq_mod is first used by a window advance, at least two cycles after start (an
-        # ifmap value must be written and seen first).
-        with m.If(starting):
+            # U mod S from a table (a divider here was the critical path of a 4 x 6 board
+            # top: 20.2 ns, cfg -> modulo -> multiplier -> uq_mod), and q*(U mod S) one cycle
+            # later: uq_mod is first used by a window advance, at least two cycles after
+            # start (an ifmap value must be written and seen first).
             with m.Switch(Cat(self.cfg.U, self.cfg.S)):
                 for u in range(1 << len(self.cfg.U)):
                     for s_ in range(1, idepth + 1):

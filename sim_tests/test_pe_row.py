@@ -155,41 +155,35 @@ def test_zero_gating_gates_but_never_skips():
 def test_whole_layers_through_the_driver_bit_exact():
     """Whole layers through the driver (mapper, GLB, DMA, several passes, input psums) on
     ``tiny`` and on ``tiny`` with the ``fpga`` preset's one-value links and 16-bit psums,
-    with lock-step rows (Amaranth simulation): bit-exact against ``golden.conv2d`` and equal
-    to per-PE sequencing with the same mapping. Cycles: within 5% of per-PE sequencing
-    without zero skipping (``zero_gating=False``), and on dense data (zeros from the padding
-    only) within 5% of per-PE sequencing with it; on 30% zeros lock step loses most of the
-    skipping."""
+    with lock-step rows (Amaranth simulation), on 30% ifmap zeros: bit-exact against
+    ``golden.conv2d`` and equal to per-PE sequencing with the same mapping, and within 5% of
+    the cycles of per-PE sequencing without zero skipping (``zero_gating=False``), the
+    skipping lock step gives up. (Dense cycles: ``test_single_set_matches_golden...``.)"""
     from sim_tests.test_accelerator import _check, _data
     from sw_driver.accelerator import Accelerator
 
     rng = np.random.default_rng(51)
     w = _data(rng, (6, 4, 3, 3), -100, 100)
     b = rng.integers(-500, 500, size=6)
+    x = _data(rng, (1, 4, 7, 7), zeros=0.3)
     base = TINY.replace(psum_lanes=2)
-    for zeros in (0.0, 0.3):
-        x = _data(rng, (1, 4, 7, 7), zeros=zeros)
-        if not zeros:
-            x[x == 0] = 1
-        for cfg in (base, base.replace(filter_lanes=1, psum_lanes=1, psum_width=16)):
-            kw = dict(padding=1, output_shift=4, relu=True)
-            if cfg.psum_width == 16:
-                kw.update(product_shift=4, output_shift=0)
-            out = {}
-            for name, c in (("per-PE", cfg), ("lock-step", cfg.replace(lockstep_rows=True)),
-                            ("no skipping", cfg.replace(zero_gating=False))):
-                y, st = _check(Accelerator(c, "pysim"), x, w, b, **kw)
-                m = st.layers[0].mapping
-                out[name] = (y, st.counters["pass_cycles"], (m.p, m.q, m.e, m.t_sets, m.nb))
-            np.testing.assert_array_equal(out["per-PE"][0], out["lock-step"][0])
-            assert out["per-PE"][2] == out["lock-step"][2]
-            cyc = {name: v[1] for name, v in out.items()}
-            print(f"\nzeros {zeros}, {cfg.psum_width}-bit psums: PASS cycles {cyc}")
-            # Measured: lock step 1.7-3.4% over per-PE without skipping (a row waits for
-            # its slowest PE), and on dense data (padding zeros only) 1.9-3.4% over per-PE.
-            assert cyc["lock-step"] <= 1.05 * cyc["no skipping"]
-            if not zeros:
-                assert cyc["lock-step"] <= 1.05 * cyc["per-PE"]
+    for cfg in (base, base.replace(filter_lanes=1, psum_lanes=1, psum_width=16)):
+        kw = dict(padding=1, output_shift=4, relu=True)
+        if cfg.psum_width == 16:
+            kw.update(product_shift=4, output_shift=0)
+        out = {}
+        for name, c in (("per-PE", cfg), ("lock-step", cfg.replace(lockstep_rows=True)),
+                        ("no skipping", cfg.replace(zero_gating=False))):
+            y, st = _check(Accelerator(c, "pysim"), x, w, b, **kw)
+            m = st.layers[0].mapping
+            out[name] = (y, st.counters["pass_cycles"], (m.p, m.q, m.e, m.t_sets, m.nb))
+        np.testing.assert_array_equal(out["per-PE"][0], out["lock-step"][0])
+        assert out["per-PE"][2] == out["lock-step"][2]
+        cyc = {name: v[1] for name, v in out.items()}
+        print(f"\n{cfg.psum_width}-bit psums: PASS cycles {cyc}")
+        # Measured: lock step 3.1% (32-bit) and 1.5% (16-bit) over per-PE without skipping
+        # (a row waits for its slowest PE).
+        assert cyc["lock-step"] <= 1.05 * cyc["no skipping"]
 
 
 def test_p_limit_and_fifo_check():
