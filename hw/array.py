@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
@@ -134,8 +135,8 @@ class PEArray(wiring.Component):
         other PE (a non-head always adds the psum of the PE below). Ignored while busy.
     busy : Out(1)
         High from the cycle after an accepted ``start`` while a start is pending, any active PE
-        is busy, or the GON output register holds a word; low means the pass is completely
-        finished (every psum has left on ``gon``).
+        is busy, or the GON holds a psum (row or output buffers); low means the pass is
+        completely finished (every psum has left on ``gon``).
     filter_gin : In(stream.Signature(tagged_layout(filter_in_shape(config))))
         Filter words (one value, or ``config.filter_lanes`` values: see ``hw.pe``).
         Delivered in ONE transfer to every active PE whose ``filter_tag`` equals ``tag``;
@@ -168,12 +169,13 @@ class PEArray(wiring.Component):
         0 in the lanes of no selected tail. Registered (2-entry skid buffer), ``valid``
         independent of ``ready``.
     mac_count : Out(range(num_pes + 1))
-        Registered: number of PEs whose ``mac_fire`` was high in the previous cycle.
+        Number of PEs whose ``mac_fire`` was high two cycles earlier (two register stages:
+        per-row sums, then their total).
     gated_count : Out(range(num_pes * psum_spad_depth + 1))
-        Registered: sum of all PEs' ``mac_gated`` counts in the previous cycle. Over a pass,
+        Sum of all PEs' ``mac_gated`` counts two cycles earlier. Over a pass,
         ``sum(mac_count) + sum(gated_count) = p*q*S*F*n_rows * (active PEs)``.
     stall : Out(1)
-        Registered: in the previous cycle ``busy`` was high and no PE fired or gated a MAC.
+        Two cycles earlier ``busy`` was high and no PE fired or gated a MAC.
 
     Roles
     -----
@@ -226,17 +228,21 @@ class PEArray(wiring.Component):
     PEs starts from flops and every input ``ready`` is a flop. The tag compare with the role
     registers (flops) and the "all matching targets ready" AND-reduction are combinational
     (a PE's ``ready`` depends only on its registered state, never on its ``valid``); with
-    ``L > 1`` each head's lane is picked by a mux on its ``psum_tag`` register. The GON is
-    a one-hot AND-OR mux over all PEs' ``psum_out`` (select = active tail with matching
-    ``psum_tag``) into a 2-entry output register; with ``L > 1`` it is one such OR-tree
-    per lane (select = active tail of the sel'd group in that lane), and the source is
-    valid when some tail is selected and every selected tail's ``psum_out.valid`` is high
-    (an AND-reduction like the GINs' all-ready; ``psum_out.valid`` is a PE flop).
+    ``L > 1`` each head's lane is picked by a mux on its ``psum_tag`` register. The GON
+    is built like the GINs, by PE row: each ``gon_sel`` tag is broadcast (registered) to a
+    stage per row, which takes the psums of the row's selected tails (a one-hot AND-OR mux,
+    with ``L > 1`` one OR-tree per lane; it waits until every selected tail of the row has
+    a word) into a 2-entry row buffer, or passes the tag at once if none of its tails is
+    selected. A central stage then takes, in sel order, the word of every row the tag
+    selects (a per-row match vector computed at dispatch and queued in a 4-entry FIFO),
+    ORs them and registers the result (2-entry output buffer). Every ``ready`` a tail sees
+    comes from its own row's flops.
     ``start``/``cfg`` are registered once before the fan-out to the PEs. Vertical links
     connect neighbouring PEs directly (``psum_out`` is registered inside the PE and
     ``psum_in.ready`` depends on registered state only). The performance sums are balanced
     adder trees into registers. Latency: start -> PE start 1 cycle; GIN input -> PE 1 cycle;
-    tail ``psum_out`` -> ``gon`` 1 cycle (for any ``L``).
+    tail ``psum_out`` -> ``gon`` 2 cycles (for any ``L``); ``gon_sel`` -> row stage 1
+    cycle.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -296,10 +302,11 @@ class PEArray(wiring.Component):
         start_r = Signal(name="start_r")
         cfg_r = Signal(PEConfig(c), name="cfg_r")
         gon_out_valid = Signal(name="gon_out_valid")
+        gon_pending = Signal(name="gon_pending")          # a GON row buffer holds a word
         any_pe_busy = Signal(name="any_pe_busy")
         m.d.comb += [
             any_pe_busy.eq(Cat(pe.busy for pe in pes).any()),
-            self.busy.eq(start_r | any_pe_busy | gon_out_valid),
+            self.busy.eq(start_r | any_pe_busy | gon_pending | gon_out_valid),
         ]
         m.d.sync += start_r.eq(self.start & ~self.busy)
         with m.If(self.start & ~self.busy):
@@ -411,55 +418,101 @@ class PEArray(wiring.Component):
                      head_only=True, lanes=L, lane_bits=pb)
         m.d.comb += self.gin_dropped.eq(drop_f + drop_i + drop_p)
 
-        # ---- GON: one-hot select over the tails, 2-entry output register -----------------
-        # With psum lanes the sel names a tail group: every selected tail must have a psum,
-        # and lane i of the word is an OR-tree over the tails whose psum_tag % L == i.
-        sel_valid, sel_tag, take = _input_stage(m, "gon_sel", self.gon_sel, unsigned(TAG_BITS))
+        # ---- GON: per-row collection, then an in-order central stage ------------------------
+        # The sel is broadcast (registered) to one stage per PE row, like the GINs. A row
+        # stage takes the psums of its matching tails into its own 2-entry buffer (or passes a
+        # sel that matches none of its tails at once); the central stage, in sel order, waits
+        # for a word from every row the sel matches (a per-row match vector computed at
+        # dispatch and queued) and ORs them into the output register. So no path runs from a
+        # tail's psum_out.valid through the whole array and back to every tail's ready: on an
+        # ECP5 8 x 8 array that loop spanned the die twice.
+        sel_valid, sel_tag, sel_fire = _input_stage(m, "gon_sel", self.gon_sel,
+                                                     unsigned(TAG_BITS))
+
+        def tail_match(k, tag):
+            key = roles[k].psum_tag >> lb if L > 1 else roles[k].psum_tag
+            return roles[k].active & roles[k].tail & (key == tag)
+
+        link_w = Shape.cast(link).width
+        m.submodules["gon_order"] = order = SyncFIFOBuffered(width=rows, depth=4)
+        row_match = Signal(rows, name="gon_row_match")
+        for r in range(rows):
+            m.d.comb += row_match[r].eq(Cat(tail_match(at(r, col), sel_tag)
+                                            for col in range(cols)).any())
         gsel = Signal(n, name="gon_match")
-        for k, role in enumerate(roles):
-            key = role.psum_tag >> lb if L > 1 else role.psum_tag
-            m.d.comb += gsel[k].eq(role.active & role.tail & (key == sel_tag))
-        src_valid = Signal(name="gon_src_valid")
-        src_data = Signal(Shape.cast(link).width, name="gon_src_data")
-        if L == 1:
+        row_take = Signal(rows, name="gon_row_take")
+        sel_links, outs = [], []
+        for r in range(rows):
+            ks = [at(r, col) for col in range(cols)]
+            # the row's sel stage (fed by the central dispatch)
+            sel_link = stream.Signature(unsigned(TAG_BITS)).create(path=(f"gon_row{r}_sel",))
+            rv, rtag, rpop = _input_stage(m, f"gon_row{r}_sel", sel_link, unsigned(TAG_BITS))
+            m.d.comb += [sel_link.valid.eq(sel_fire), sel_link.payload.eq(sel_tag)]
+            sel_links.append(sel_link)
+            for k in ks:
+                m.d.comb += gsel[k].eq(tail_match(k, rtag))
+            rsel = Cat(gsel[k] for k in ks)
+            has = Signal(name=f"gon_row{r}_has")
+            all_valid = Signal(name=f"gon_row{r}_all_valid")
             m.d.comb += [
-                src_valid.eq(Cat(gsel[k] & pe.psum_out.valid
-                                 for k, pe in enumerate(pes)).any()),
-                src_data.eq(_tree(lambda a, b: a | b,
-                                  [Mux(gsel[k], pe.psum_out.payload.as_unsigned(), 0)
-                                   for k, pe in enumerate(pes)])),
+                has.eq(rsel.any()),
+                all_valid.eq(Cat(~gsel[k] | pes[k].psum_out.valid for k in ks).all()),
             ]
-        else:
-            m.d.comb += src_valid.eq(
-                gsel.any() & Cat(~gsel[k] | pe.psum_out.valid for k, pe in enumerate(pes)).all())
-            for i in range(L):
-                # Sign extension to pb bits commutes with the OR (sign(a | b) = sign(a) |
-                # sign(b)), so it is applied once per lane, after the tree.
-                lane = Signal(signed(pb), name=f"gon_src_lane{i}")
-                m.d.comb += [
-                    lane.eq(_tree(lambda a, b: a | b,
-                                  [Mux(gsel[k] & (roles[k].psum_tag[:lb] == i),
-                                       pe.psum_out.payload, 0)
-                                   for k, pe in enumerate(pes)]).as_signed()),
-                    src_data[i * pb:(i + 1) * pb].eq(lane),
-                ]
-        out_data = Signal(link, name="gon_out_data")
-        sk_valid = Signal(name="gon_skid_valid")
-        sk_data = Signal(link, name="gon_skid_data")
+            # the row's output buffer (2-entry skid: its ready is a flop)
+            out_link = stream.Signature(unsigned(link_w)).create(path=(f"gon_row{r}_word",))
+            ov, od, opop = _input_stage(m, f"gon_row{r}_out", out_link, unsigned(link_w))
+            word = Signal(link_w, name=f"gon_row{r}_data")
+            if L == 1:
+                m.d.comb += word.eq(_tree(lambda a, b: a | b,
+                                          [Mux(gsel[k], pes[k].psum_out.payload.as_unsigned(),
+                                               0) for k in ks]))
+            else:
+                for j in range(L):
+                    # Sign extension to pb bits commutes with the OR (sign(a | b) = sign(a) |
+                    # sign(b)), so it is applied once per lane, after the tree.
+                    lane = Signal(signed(pb), name=f"gon_row{r}_lane{j}")
+                    m.d.comb += [
+                        lane.eq(_tree(lambda a, b: a | b,
+                                      [Mux(gsel[k] & (roles[k].psum_tag[:lb] == j),
+                                           pes[k].psum_out.payload, 0)
+                                       for k in ks]).as_signed()),
+                        word[j * pb:(j + 1) * pb].eq(lane),
+                    ]
+            m.d.comb += [
+                out_link.valid.eq(rv & has & all_valid),
+                out_link.payload.eq(word),
+                row_take[r].eq(out_link.valid & out_link.ready),
+                rpop.eq(rv & (~has | row_take[r])),
+            ]
+            outs.append((ov, od, opop))
+
+        # central dispatch: every row stage and the order queue take the sel together
         m.d.comb += [
-            take.eq(sel_valid & src_valid & ~sk_valid),
-            self.gon.valid.eq(gon_out_valid),
-            self.gon.payload.eq(out_data),
+            sel_fire.eq(sel_valid & order.w_rdy & Cat(sl.ready for sl in sel_links).all()),
+            order.w_en.eq(sel_fire),
+            order.w_data.eq(row_match),
         ]
-        with m.If(~gon_out_valid | self.gon.ready):
-            with m.If(sk_valid):
-                m.d.sync += [out_data.eq(sk_data), gon_out_valid.eq(1), sk_valid.eq(0)]
-            with m.Elif(take):
-                m.d.sync += [out_data.eq(src_data.as_signed()), gon_out_valid.eq(1)]
-            with m.Else():
-                m.d.sync += gon_out_valid.eq(0)
-        with m.Elif(take):
-            m.d.sync += [sk_data.eq(src_data.as_signed()), sk_valid.eq(1)]
+        # central collect, in sel order (a sel that matches no tail waits forever)
+        need = order.r_data
+        src_valid = Signal(name="gon_src_valid")
+        src_data = Signal(link_w, name="gon_src_data")
+        m.submodules["gon_out"] = gout = SkidBuffer(link)
+        m.d.comb += [
+            src_valid.eq(order.r_rdy & need.any()
+                         & Cat(~need[r] | outs[r][0] for r in range(rows)).all()),
+            src_data.eq(_tree(lambda a, b: a | b,
+                              [Mux(need[r], outs[r][1], 0) for r in range(rows)])),
+            gout.i.valid.eq(src_valid),
+            gout.i.payload.eq(src_data),
+            order.r_en.eq(src_valid & gout.i.ready),
+            gon_pending.eq(Cat(o[0] for o in outs).any()),
+            gon_out_valid.eq(gout.o.valid),
+            gout.o.ready.eq(self.gon.ready),
+            self.gon.valid.eq(gout.o.valid),
+            self.gon.payload.eq(gout.o.payload),
+        ]
+        for r in range(rows):
+            m.d.comb += outs[r][2].eq(src_valid & gout.i.ready & need[r])
 
         # ---- vertical psum links and psum_in/psum_out routing ------------------------------
         for r in range(rows):
@@ -484,14 +537,30 @@ class PEArray(wiring.Component):
                     up_ready = arole.active & ~arole.head & above.psum_in.ready
                 else:
                     up_ready = Const(0)
-                m.d.comb += pe.psum_out.ready.eq(Mux(role.tail, take & gsel[k], up_ready))
+                m.d.comb += pe.psum_out.ready.eq(Mux(role.tail, row_take[r] & gsel[k], up_ready))
 
-        # ---- performance strobes (registered) ----------------------------------------------
-        fires = [pe.mac_fire for pe in pes]
+        # ---- performance strobes (two register stages) -------------------------------------
+        # Per-row sums are registered next to their row, then added: one adder tree over all
+        # PEs would run from every PE's MAC strobe across the array in one cycle.
+        row_fires, row_gated, row_work = [], [], []
+        for r in range(rows):
+            ks = [at(r, col) for col in range(cols)]
+            rf = Signal(range(cols + 1), name=f"row{r}_mac_count")
+            rg = Signal(range(cols * c.psum_spad_depth + 1), name=f"row{r}_gated_count")
+            rw = Signal(name=f"row{r}_working")
+            m.d.sync += [
+                rf.eq(_tree(lambda a, b: a + b, [pes[k].mac_fire for k in ks])),
+                rg.eq(_tree(lambda a, b: a + b, [pes[k].mac_gated for k in ks])),
+                rw.eq(Cat(pes[k].mac_fire | pes[k].mac_gated.any() for k in ks).any()),
+            ]
+            row_fires.append(rf)
+            row_gated.append(rg)
+            row_work.append(rw)
+        busy_r = Signal(name="busy_r")
         m.d.sync += [
-            self.mac_count.eq(_tree(lambda a, b: a + b, fires)),
-            self.gated_count.eq(_tree(lambda a, b: a + b, [pe.mac_gated for pe in pes])),
-            self.stall.eq(self.busy & ~Cat(fires).any()
-                          & ~Cat(pe.mac_gated.any() for pe in pes).any()),
+            busy_r.eq(self.busy),
+            self.mac_count.eq(_tree(lambda a, b: a + b, row_fires)),
+            self.gated_count.eq(_tree(lambda a, b: a + b, row_gated)),
+            self.stall.eq(busy_r & ~Cat(row_work).any()),
         ]
         return m

@@ -184,6 +184,10 @@ class LockstepPERow(wiring.Component):
         e_pi = Signal(range(pdepth), name="e_pi")
         e_first = Signal(name="e_first")
         e_last = Signal(name="e_last")
+        m_valid = Signal(name="m_valid")
+        m_pi = Signal(range(pdepth), name="m_pi")
+        m_first = Signal(name="m_first")
+        m_last = Signal(name="m_last")
         a_valid = Signal(name="a_valid")
         a_pi = Signal(range(pdepth), name="a_pi")
         a_first = Signal(name="a_first")
@@ -336,8 +340,9 @@ class LockstepPERow(wiring.Component):
         for i in range(n):
             m.d.comb += zero[i].eq(i_rd[i].data == 0)
         e_push = e_valid & e_last
+        m_push = m_valid & m_last
         a_push = a_valid & a_last
-        in_flight = e_push + a_push + (issue & x_last)
+        in_flight = e_push + m_push + a_push + (issue & x_last)
         m.d.sync += credit.eq(Cat(~act[i] | (ofifo[i].level + in_flight < odepth - 1)
                                   for i in range(n)).all())
         m.d.comb += last_pi.eq(pi == p_m1)
@@ -356,11 +361,17 @@ class LockstepPERow(wiring.Component):
         if fl > 1:
             with m.If(issue):
                 m.d.sync += e_lane.eq(faddr[:flb])
-        m.d.sync += a_valid.eq(e_valid)
+        m.d.sync += m_valid.eq(e_valid)
         with m.If(e_valid):
-            m.d.sync += [a_pi.eq(e_pi), a_first.eq(e_first), a_last.eq(e_last)]
+            m.d.sync += [m_pi.eq(e_pi), m_first.eq(e_first), m_last.eq(e_last)]
+        m.d.sync += a_valid.eq(m_valid)
+        with m.If(m_valid):
+            m.d.sync += [a_pi.eq(m_pi), a_first.eq(m_first), a_last.eq(m_last)]
 
-        # ---- per-PE datapath: E1 (multiply), E2 (shift, accumulate), join ------------------
+        # ---- per-PE datapath: E (spad reads), M (multiply), A (shift, accumulate), join ----
+        # The operands are registered between the filter spad and the multiplier: without
+        # that register, filter-spad BRAM -> MULT18X18D -> product register was the critical
+        # path of a lock-step 4 x 6 board top (19.25 ns, 51.96 MHz).
         drained = []
         for i in range(n):
             gate = Signal(name=f"gate{i}")
@@ -386,17 +397,24 @@ class LockstepPERow(wiring.Component):
                     for b, (_, rp) in enumerate(f_banks[i]):
                         with m.Case(b):
                             m.d.comb += w.eq(rp.data)
+            m_gate = Signal(name=f"m_gate{i}")
+            m_w = Signal(signed(dw), name=f"m_weight{i}")
+            m_x = Signal(signed(dw), name=f"m_x{i}")
+            with m.If(e_valid):
+                m.d.sync += m_gate.eq(e_gate)
+                with m.If(~e_gate):
+                    m.d.sync += [m_w.eq(w), m_x.eq(e_x)]    # held when gated
             prod = Signal(signed(2 * dw), name=f"product{i}")
             a_gate = Signal(name=f"a_gate{i}")
             a_prod = Signal(signed(2 * dw), name=f"a_product{i}")
             m.d.comb += [
-                prod.eq(w * e_x),
-                p_rd[i].addr.eq(e_pi),
-                p_rd[i].en.eq(e_valid & ~e_first),
+                prod.eq(m_w * m_x),
+                p_rd[i].addr.eq(m_pi),
+                p_rd[i].en.eq(m_valid & ~m_first),
             ]
-            with m.If(e_valid):
-                m.d.sync += a_gate.eq(e_gate)
-                with m.If(~e_gate):
+            with m.If(m_valid):
+                m.d.sync += a_gate.eq(m_gate)
+                with m.If(~m_gate):
                     m.d.sync += a_prod.eq(prod)
             term = Signal(signed(2 * dw), name=f"term{i}")
             acc = Signal(signed(pw), name=f"acc_in{i}")
@@ -417,7 +435,7 @@ class LockstepPERow(wiring.Component):
                                      psum_en[i], pw, suffix=str(i)))
 
         # ---- end of run ----------------------------------------------------------------------
-        with m.If(running & ~fa & ~xv & ~e_valid & ~a_valid & Cat(drained).all()):
+        with m.If(running & ~fa & ~xv & ~e_valid & ~m_valid & ~a_valid & Cat(drained).all()):
             m.d.sync += state.eq(_IDLE)
 
         return m
