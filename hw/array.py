@@ -120,7 +120,8 @@ class PEArray(wiring.Component):
     Ports
     -----
     role_wr : In(stream.Signature(pe_role_layout()))
-        Writes the role registers of PE ``pe`` (see *Roles*). ``ready`` is ``~busy``: roles
+        Writes the role registers of PE ``pe`` (see *Roles*). ``ready`` is low while
+        ``busy`` (from flops: ``busy`` of the previous cycle, or a start pending): roles
         change only between passes. An index ``pe >= num_pes`` is accepted, dropped, and sets
         ``role_error``. All registers reset to 0 (inactive).
     role_error : Out(1)
@@ -169,13 +170,13 @@ class PEArray(wiring.Component):
         0 in the lanes of no selected tail. Registered (2-entry skid buffer), ``valid``
         independent of ``ready``.
     mac_count : Out(range(num_pes + 1))
-        Number of PEs whose ``mac_fire`` was high two cycles earlier (two register stages:
-        per-row sums, then their total).
+        Number of PEs whose ``mac_fire`` was high three cycles earlier (three register
+        stages: the strobes, per-row sums, their total).
     gated_count : Out(range(num_pes * psum_spad_depth + 1))
-        Sum of all PEs' ``mac_gated`` counts two cycles earlier. Over a pass,
+        Sum of all PEs' ``mac_gated`` counts three cycles earlier. Over a pass,
         ``sum(mac_count) + sum(gated_count) = p*q*S*F*n_rows * (active PEs)``.
     stall : Out(1)
-        Two cycles earlier ``busy`` was high and no PE fired or gated a MAC.
+        Three cycles earlier ``busy`` was high and no PE fired or gated a MAC.
 
     Roles
     -----
@@ -218,7 +219,7 @@ class PEArray(wiring.Component):
        by output across the chain groups (``for f: for chain group: for pi``; with ``L = 1``
        a group is one chain). Sending one whole row after another deadlocks (a PE waiting on
        a later word blocks a word shared with another PE).
-    5. Roles are written only while idle (enforced: ``role_wr.ready = ~busy``; a word accepted
+    5. Roles are written only while idle (enforced by ``role_wr.ready``; a word accepted
        in the same cycle as ``start`` applies to that pass). GIN words that arrive before the
        roles are set are matched against the roles of that moment (and may be dropped).
 
@@ -325,8 +326,11 @@ class PEArray(wiring.Component):
             ]
 
         # ---- role registers -----------------------------------------------------------------
+        # ready from flops (busy is an OR over every PE): a cycle late at the end of a pass.
         wr = self.role_wr
-        m.d.comb += wr.ready.eq(~self.busy)
+        busy_r = Signal(name="busy_r")
+        m.d.sync += busy_r.eq(self.busy)
+        m.d.comb += wr.ready.eq(~busy_r & ~start_r)
         with m.If(self.role_error_clear):
             m.d.sync += self.role_error.eq(0)
         with m.If(wr.valid & wr.ready):
@@ -539,9 +543,14 @@ class PEArray(wiring.Component):
                     up_ready = Const(0)
                 m.d.comb += pe.psum_out.ready.eq(Mux(role.tail, row_take[r] & gsel[k], up_ready))
 
-        # ---- performance strobes (two register stages) -------------------------------------
-        # Per-row sums are registered next to their row, then added: one adder tree over all
-        # PEs would run from every PE's MAC strobe across the array in one cycle.
+        # ---- performance strobes (three register stages) -----------------------------------
+        # Each PE's strobes are registered, then summed per row (registered next to the row),
+        # then added: one adder tree over all PEs would run from every PE's MAC strobe (in
+        # lock step: the row's issue decision) across the array in one cycle.
+        fire_r = [Signal(name=f"mac_fire_r{k}") for k in range(n)]
+        gated_r = [Signal.like(pe.mac_gated, name=f"mac_gated_r{k}") for k, pe in enumerate(pes)]
+        for k, pe in enumerate(pes):
+            m.d.sync += [fire_r[k].eq(pe.mac_fire), gated_r[k].eq(pe.mac_gated)]
         row_fires, row_gated, row_work = [], [], []
         for r in range(rows):
             ks = [at(r, col) for col in range(cols)]
@@ -549,18 +558,18 @@ class PEArray(wiring.Component):
             rg = Signal(range(cols * c.psum_spad_depth + 1), name=f"row{r}_gated_count")
             rw = Signal(name=f"row{r}_working")
             m.d.sync += [
-                rf.eq(_tree(lambda a, b: a + b, [pes[k].mac_fire for k in ks])),
-                rg.eq(_tree(lambda a, b: a + b, [pes[k].mac_gated for k in ks])),
-                rw.eq(Cat(pes[k].mac_fire | pes[k].mac_gated.any() for k in ks).any()),
+                rf.eq(_tree(lambda a, b: a + b, [fire_r[k] for k in ks])),
+                rg.eq(_tree(lambda a, b: a + b, [gated_r[k] for k in ks])),
+                rw.eq(Cat(fire_r[k] | gated_r[k].any() for k in ks).any()),
             ]
             row_fires.append(rf)
             row_gated.append(rg)
             row_work.append(rw)
-        busy_r = Signal(name="busy_r")
+        busy_rr = Signal(name="busy_rr")
         m.d.sync += [
-            busy_r.eq(self.busy),
+            busy_rr.eq(busy_r),
             self.mac_count.eq(_tree(lambda a, b: a + b, row_fires)),
             self.gated_count.eq(_tree(lambda a, b: a + b, row_gated)),
-            self.stall.eq(busy_r & ~Cat(row_work).any()),
+            self.stall.eq(busy_rr & ~Cat(row_work).any()),
         ]
         return m

@@ -118,7 +118,8 @@ class Controller(wiring.Component):
     error_in : In(8)
         Error code raised by an engine this cycle (0 = none); the first one is kept.
     events : In(len(CSR_COUNTERS) x 16 bits)
-        Per-cycle increments of the performance counters except ``cycles``.
+        Per-cycle increments of the performance counters except ``cycles``, counted in the
+        cycles the controller is running (added one cycle later, from registers).
     run_start : Out(1)
         Pulses when the host starts a run (clears the engines' sticky error flags).
     busy, done, error : Out(1)
@@ -268,13 +269,21 @@ class Controller(wiring.Component):
                      self.run_start.eq(start)]
 
         # ---- performance counters -------------------------------------------------------
+        # The event increments are registered first (with the cycle's ``running``), so the
+        # adders start from flops: the events come from all over the design (the GLB ports'
+        # handshakes, the PE array's sums).
         counters = [Signal(64, name=f"ctr_{n}") for n in CSR_COUNTERS]
+        events_r = Signal.like(self.events, name="events_r")
+        running_r = Signal(name="running_r")
+        m.d.sync += [events_r.eq(self.events), running_r.eq(running)]
         with m.If(start):
             m.d.sync += [c.eq(0) for c in counters]
-        with m.Elif(running):
-            m.d.sync += counters[0].eq(counters[0] + 1)
-            for i in range(1, len(CSR_COUNTERS)):
-                m.d.sync += counters[i].eq(counters[i] + self.events[i])
+        with m.Else():
+            with m.If(running):
+                m.d.sync += counters[0].eq(counters[0] + 1)
+            with m.If(running_r):
+                for i in range(1, len(CSR_COUNTERS)):
+                    m.d.sync += counters[i].eq(counters[i] + events_r[i])
 
         # ---- CSRs -----------------------------------------------------------------------
         w0, w1, w2 = hw_config_words(cfg)
