@@ -151,7 +151,10 @@ class BoardCore(wiring.Component):
         m = Module()
         acc, dram, bridge = self.accelerator, self.dram, self.bridge
         urx, utx = self.uart_rx_core, self.uart_tx_core
-        core_rst = bridge.core_rst
+        # The bridge's RESET pulse is registered before it fans out to the whole
+        # accelerator (its decode was the start of the longest reset paths of an 8 x 8 top).
+        core_rst = Signal(name="core_rst")
+        m.d.sync += core_rst.eq(bridge.core_rst)
 
         m.submodules.accelerator = ResetInserter({"sync": core_rst})(acc)
         m.submodules.dram = dram
@@ -161,7 +164,12 @@ class BoardCore(wiring.Component):
 
         m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
         wiring.connect(m, urx.o, bridge.rx)
-        wiring.connect(m, bridge.tx, utx.i)
+        # A skid buffer between the bridge and the transmitter: the bridge is placed next to
+        # the accelerator, the UART next to its pin, and without it the transmitter's ready ->
+        # bridge -> valid -> transmitter loop crossed that distance twice.
+        m.submodules.tx_skid = tx_skid = SkidBuffer(8)
+        wiring.connect(m, bridge.tx, tx_skid.i)
+        wiring.connect(m, tx_skid.o, utx.i)
         wiring.connect(m, bridge.csr, acc.csr)
         wiring.connect(m, bridge.mem_rd, dram.host_rd)
         wiring.connect(m, bridge.mem_wr, dram.host_wr)

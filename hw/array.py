@@ -226,9 +226,11 @@ class PEArray(wiring.Component):
     Micro-architecture and timing
     -----------------------------
     Each GIN and ``gon_sel`` has a 2-entry input skid buffer, so the data/tag broadcast to all
-    PEs starts from flops and every input ``ready`` is a flop. The tag compare with the role
-    registers (flops) and the "all matching targets ready" AND-reduction are combinational
-    (a PE's ``ready`` depends only on its registered state, never on its ``valid``); with
+    PEs starts from flops and every input ``ready`` is a flop. The central stage compares
+    the tag with the role registers and hands each row stage its word and the row's match
+    bits (registered); a row's "all matching targets ready" AND-reduction is
+    combinational (a PE's ``ready`` depends only on its registered state, never on its
+    ``valid``); with
     ``L > 1`` each head's lane is picked by a mux on its ``psum_tag`` register. The GON
     is built like the GINs, by PE row: each ``gon_sel`` tag is broadcast (registered) to a
     stage per row, which takes the psums of the row's selected tails (a one-hot AND-OR mux,
@@ -348,9 +350,8 @@ class PEArray(wiring.Component):
                         role.psum_tag.eq(wr.payload.psum_tag),
                     ]
 
-        # ---- GINs: registered broadcast to one stage per PE row, then tag match and
-        # all-targets-ready within the row (JSSC section IV-B: a Y-bus feeding one X-bus per
-        # row). The central stage hands a word to every row stage at once, when all of them
+        # ---- GINs: registered broadcast to one stage per PE row, then all-targets-ready
+        # within the row (JSSC section IV-B: a Y-bus feeding one X-bus per row). The central stage hands a word to every row stage at once, when all of them
         # can take it (their ready is a flop); each row then delivers it on its own. So no
         # path runs from a PE's ready through the whole array, and each broadcast net drives
         # one row's PEs (on the ECP5-85F the array-wide GIN nets were the most congested).
@@ -374,16 +375,19 @@ class PEArray(wiring.Component):
                 lane = getattr(roles[k], field)[:shift]           # a role flop: static mux
                 return data.as_unsigned().word_select(lane, lane_bits)
 
+            # A row stage holds the word's data and its row's match bits, computed by the
+            # central stage: the row's fire decision is then an AND of flops (its match bits,
+            # its PEs' ready flops).
+            row_layout = data.StructLayout({"data": shape, "match": cols})
             row_ready = []
             for r in range(rows):
-                link = stream.Signature(layout).create(path=(f"{name}_row{r}_in",))
-                rvalid, rpayload, rfire = _input_stage(m, f"{name}_row{r}", link, layout)
-                m.d.comb += [link.valid.eq(fire), link.payload.eq(payload)]
-                row_ready.append(link.ready)
+                link = stream.Signature(row_layout).create(path=(f"{name}_row{r}_in",))
+                rvalid, rpayload, rfire = _input_stage(m, f"{name}_row{r}", link, row_layout)
                 ks = [at(r, col) for col in range(cols)]
-                match = Signal(cols, name=f"{name}_row{r}_match")
-                for i, k in enumerate(ks):
-                    m.d.comb += match[i].eq(selected(k, rpayload.tag))
+                m.d.comb += [link.valid.eq(fire), link.payload.data.eq(payload.data),
+                             link.payload.match.eq(Cat(selected(k, payload.tag) for k in ks))]
+                row_ready.append(link.ready)
+                match = rpayload.match
                 all_ready = Signal(name=f"{name}_row{r}_all_ready")
                 m.d.comb += [
                     all_ready.eq(Cat(~match[i] | targets[k].ready

@@ -179,6 +179,7 @@ class LockstepPERow(wiring.Component):
         x_first = Signal(name="x_first")
         x_last = Signal(name="x_last")
         pi = Signal(range(pdepth), name="pi")
+        last_pi = Signal(name="last_pi")                    # pi == p - 1 (a flop)
         faddr = Signal(range(fdepth), name="faddr")
         e_valid = Signal(name="e_valid")
         e_pi = Signal(range(pdepth), name="e_pi")
@@ -220,7 +221,7 @@ class LockstepPERow(wiring.Component):
                 state.eq(Mux(cfg.load_filter, _LOAD, _RUN)),
                 fdone.eq(0),
                 fa.eq(1), f.eq(0), row.eq(0), k.eq(0), rbase.eq(0), rslot.eq(0),
-                xv.eq(0), pi.eq(0), faddr.eq(0),
+                xv.eq(0), pi.eq(0), last_pi.eq(cfg.p == 1), faddr.eq(0),
             ]
             for i in range(n):
                 m.d.sync += [d[i].eq(0), ld_slot[i].eq(0), fw[i].eq(0)]
@@ -336,7 +337,6 @@ class LockstepPERow(wiring.Component):
                     m.d.sync += have[i].eq(stay_lt | (wfire & stay_eq))
 
         # ---- issue: p MACs per step (zero values gate MACs in their PE, never skip) -------
-        last_pi = Signal()
         issue = Signal()
         credit = Signal(name="credit")                      # every active PE has FIFO room
         zero = Signal(n, name="x_zero")
@@ -348,7 +348,6 @@ class LockstepPERow(wiring.Component):
         in_flight = e_push + m_push + a_push + (issue & x_last)
         m.d.sync += credit.eq(Cat(~act[i] | (ofifo[i].level + in_flight < odepth - 1)
                                   for i in range(n)).all())
-        m.d.comb += last_pi.eq(pi == p_m1)
         m.d.comb += [
             issue.eq(running & xv & (~x_last | credit)),
             x_consume.eq(issue & last_pi),
@@ -358,6 +357,7 @@ class LockstepPERow(wiring.Component):
             m.d.sync += [
                 e_pi.eq(pi), e_first.eq(x_first), e_last.eq(x_last),
                 pi.eq(Mux(last_pi, 0, pi + 1)),
+                last_pi.eq(Mux(last_pi, p_m1 == 0, pi + 1 == p_m1)),
                 faddr.eq(Mux(last_pi & x_last, 0, faddr + 1)),
             ]
         e_lane = Signal(max(flb, 1), name="e_lane")
