@@ -165,8 +165,12 @@ class LockstepPERow(wiring.Component):
         state = Signal(2, name="state")
         running = Signal()
         m.d.comb += running.eq(state == _RUN)
+        # The start pulse is registered in the row first (a cycle of latency per pass), so
+        # that the row's start decision fans out from one flop to all its PEs.
+        start_q = Signal(n, name="start_q")
+        m.d.sync += start_q.eq(self.start)
         for i in range(n):
-            m.d.comb += self.busy[i].eq((state != _IDLE) & act[i])
+            m.d.comb += self.busy[i].eq(((state != _IDLE) & act[i]) | start_q[i])
 
         # ---- shared sequencer state --------------------------------------------------------
         fa = Signal(name="fetch_active")
@@ -203,13 +207,18 @@ class LockstepPERow(wiring.Component):
 
         # ---- start -----------------------------------------------------------------------
         starting = Signal()
-        m.d.comb += starting.eq((state == _IDLE) & self.start.any())
+        m.d.comb += starting.eq((state == _IDLE) & start_q.any())
+        # The filter word count p*q*S is computed the cycle after start, from the latched p
+        # and q*S (a three-way product from cfg was a long path); the filter load waits for
+        # it (``settled``).
+        settled = Signal(name="settled")
+        m.d.sync += [settled.eq(~starting),
+                     fwords_m1.eq(((((p_m1 + 1) * qs) + fl - 1) >> flb) - 1)]
         with m.If(starting):
             cfg = self.cfg
             m.d.sync += [
-                act.eq(self.start),
+                act.eq(start_q),
                 psum_en.eq(self.psum_in_en),
-                fwords_m1.eq(((cfg.p * cfg.q * cfg.S + fl - 1) >> flb) - 1),
                 p_m1.eq(cfg.p - 1),
                 qs.eq(cfg.q * cfg.S),
                 qs_m1.eq(cfg.q * cfg.S - 1),
@@ -240,7 +249,7 @@ class LockstepPERow(wiring.Component):
         for i in range(n):
             fin = self.filter_in[i]
             take = Signal(name=f"filter_take{i}")
-            m.d.comb += [fin.ready.eq((state == _LOAD) & act[i] & ~fdone[i]),
+            m.d.comb += [fin.ready.eq((state == _LOAD) & settled & act[i] & ~fdone[i]),
                          take.eq(fin.ready & fin.valid)]
             with m.If(take):
                 m.d.sync += fw[i].eq(fw[i] + 1)
@@ -320,7 +329,7 @@ class LockstepPERow(wiring.Component):
             next_lt, next_eq = k + 1 < d[i], k + 1 == d[i]
             win_lt, win_eq = d[i] > uq, d[i] == uq
             with m.If(starting):
-                m.d.sync += have[i].eq(~self.start[i])      # d[i] is 0 between runs
+                m.d.sync += have[i].eq(~start_q[i])         # d[i] is 0 between runs
             with m.Elif(fetch & k_last & f_last):
                 m.d.sync += [d[i].eq(0), ld_slot[i].eq(0), have[i].eq(~act[i])]
             with m.Else():
@@ -438,7 +447,15 @@ class LockstepPERow(wiring.Component):
                                      psum_en[i], pw, suffix=str(i)))
 
         # ---- end of run ----------------------------------------------------------------------
-        with m.If(running & ~fa & ~xv & ~e_valid & ~m_valid & ~a_valid & Cat(drained).all()):
+        # Registered: the FIFOs and joins of the PEs are far from the row's state machine.
+        # Once nothing is left to fetch, in the pipeline or in any PE, nothing new can come.
+        quiet = Signal(name="quiet")
+        with m.If(starting):
+            m.d.sync += quiet.eq(0)
+        with m.Else():
+            m.d.sync += quiet.eq(~fa & ~xv & ~e_valid & ~m_valid & ~a_valid
+                                 & Cat(drained).all())
+        with m.If(running & quiet):
             m.d.sync += state.eq(_IDLE)
 
         return m
