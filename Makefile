@@ -29,7 +29,7 @@ verilog: $(STAMP)
 # ULX3S-85F bitstream and resource/timing report with the PyPI (YoWASP) toolchain;
 # about 20 minutes. Output: build/fpga/ulx3s-85f/{ulx3s_85f.bit,report.txt,report.json}
 # FPGA_ARGS defaults to an array that routes and meets 50 MHz with the current RTL: the
-# `fpga` preset at 4 x 6 PEs with a 64 KiB board DRAM (53.40 MHz). 4 x 8 is at the edge
+# `fpga` preset at 4 x 6 PEs with a 64 KiB board DRAM (57.57 MHz). 4 x 8 is at the edge
 # (README, FPGA section): FPGA_ARGS="--set pe_rows=4 --dram-aw 13 --nextpnr-opt=--router
 # --nextpnr-opt=router1". `make fpga FPGA_ARGS=` tries the whole 8 x 8 preset, which does
 # not route yet.
