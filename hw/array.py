@@ -230,8 +230,8 @@ class PEArray(wiring.Component):
     the tag with the role registers and hands each row stage its word and the row's match
     bits (registered); a row's "all matching targets ready" AND-reduction is
     combinational (a PE's ``ready`` depends only on its registered state, never on its
-    ``valid``); with
-    ``L > 1`` each head's lane is picked by a mux on its ``psum_tag`` register. The GON
+    ``valid``); with ``L > 1`` each head's lane is picked by a mux on its ``psum_tag``
+    register. The GON
     is built like the GINs, by PE row: each ``gon_sel`` tag is broadcast (registered) to a
     stage per row, which takes the psums of the row's selected tails (a one-hot AND-OR mux,
     with ``L > 1`` one OR-tree per lane; it waits until every selected tail of the row has
