@@ -157,7 +157,10 @@ class LockstepPERow(wiring.Component):
         q_r = Signal(range(idepth + 1), name="q")
         f_m1 = Signal(F_BITS, name="f_m1")
         rows_m1 = Signal(N_ROWS_BITS, name="rows_m1")
-        shift = Signal(range(2 * dw), name="shift")
+        # product_shift: one copy per PE (each loaded only when that PE starts, so Yosys keeps
+        # them apart): each bit drives about 30 LUTs of every PE's shifter, and the row-wide
+        # nets were among the most congested of an 8 x 8 board top (router2 heat map).
+        shift = [Signal(range(2 * dw), name=f"shift{i}") for i in range(n)]
         fwords_m1 = Signal(range(fdepth // fl), name="filter_words_m1")
         psum_en = Signal(n, name="psum_en")
         act = Signal(n, name="active")
@@ -226,7 +229,6 @@ class LockstepPERow(wiring.Component):
                 q_r.eq(cfg.q),
                 f_m1.eq(cfg.F - 1),
                 rows_m1.eq(cfg.n_rows - 1),
-                shift.eq(cfg.product_shift),
                 state.eq(Mux(cfg.load_filter, _LOAD, _RUN)),
                 fdone.eq(0),
                 fa.eq(1), f.eq(0), row.eq(0), k.eq(0), rbase.eq(0), rslot.eq(0),
@@ -234,6 +236,8 @@ class LockstepPERow(wiring.Component):
             ]
             for i in range(n):
                 m.d.sync += [d[i].eq(0), ld_slot[i].eq(0), fw[i].eq(0)]
+                with m.If(start_q[i]):
+                    m.d.sync += shift[i].eq(cfg.product_shift)
             # U mod S from a table (a divider here was the critical path of a 4 x 6 board
             # top: 20.2 ns, cfg -> modulo -> multiplier -> uq_mod), and q*(U mod S) one cycle
             # later: uq_mod is first used by a window advance, at least two cycles after
@@ -432,7 +436,7 @@ class LockstepPERow(wiring.Component):
             acc = Signal(signed(pw), name=f"acc_in{i}")
             total = Signal(signed(pw), name=f"acc_out{i}")
             m.d.comb += [
-                term.eq(Mux(a_gate, 0, a_prod >> shift)),
+                term.eq(Mux(a_gate, 0, a_prod >> shift[i])),
                 acc.eq(Mux(a_first, 0, p_rd[i].data)),
                 total.eq(acc + term),                       # mod 2**psum_width
                 p_wr[i].addr.eq(a_pi),
