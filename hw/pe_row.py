@@ -42,6 +42,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .mult import RegisteredMultiplier
 from .pe import (F_BITS, N_ROWS_BITS, PEConfig, filter_in_shape, filter_lane_bits,
                  psum_join, psum_spad_attrs)
 
@@ -413,25 +414,22 @@ class LockstepPERow(wiring.Component):
                     for b, (_, rp) in enumerate(f_banks[i]):
                         with m.Case(b):
                             m.d.comb += w.eq(rp.data)
+            # M: operand registers; A: product register (both inside the ECP5 MULT18X18D)
+            m.submodules[f"mult{i}"] = mul = RegisteredMultiplier(dw)
             m_gate = Signal(name=f"m_gate{i}")
-            m_w = Signal(signed(dw), name=f"m_weight{i}")
-            m_x = Signal(signed(dw), name=f"m_x{i}")
             with m.If(e_valid):
                 m.d.sync += m_gate.eq(e_gate)
-                with m.If(~e_gate):
-                    m.d.sync += [m_w.eq(w), m_x.eq(e_x)]    # held when gated
-            prod = Signal(signed(2 * dw), name=f"product{i}")
             a_gate = Signal(name=f"a_gate{i}")
-            a_prod = Signal(signed(2 * dw), name=f"a_product{i}")
+            with m.If(m_valid):
+                m.d.sync += a_gate.eq(m_gate)
+            a_prod = mul.p
             m.d.comb += [
-                prod.eq(m_w * m_x),
+                mul.a.eq(w), mul.b.eq(e_x),
+                mul.in_en.eq(e_valid & ~e_gate),            # held when gated
+                mul.out_en.eq(m_valid & ~m_gate),
                 p_rd[i].addr.eq(m_pi),
                 p_rd[i].en.eq(m_valid & ~m_first),
             ]
-            with m.If(m_valid):
-                m.d.sync += a_gate.eq(m_gate)
-                with m.If(~m_gate):
-                    m.d.sync += a_prod.eq(prod)
             term = Signal(signed(2 * dw), name=f"term{i}")
             acc = Signal(signed(pw), name=f"acc_in{i}")
             total = Signal(signed(pw), name=f"acc_out{i}")
