@@ -27,7 +27,7 @@ def _is_ecp5(platform) -> bool:
 
 
 class RegisteredMultiplier(wiring.Component):
-    """``p`` = product of ``a`` and ``b``, two cycles later, with a clock enable per stage.
+    """``p`` = product of ``a`` and ``b``, two cycles later; the operands have a clock enable.
 
     Parameters
     ----------
@@ -38,15 +38,19 @@ class RegisteredMultiplier(wiring.Component):
     Ports
     -----
     a, b : In(signed(width))
-        Operands, taken into the operand registers in a cycle where ``in_en`` is high
-        (held otherwise).
-    in_en : In(1)
+        Operands, taken into the operand registers in a cycle where ``en`` is high (held
+        otherwise).
+    en : In(1)
         Clock enable of the operand registers.
-    out_en : In(1)
-        Clock enable of the product register: in a cycle where it is high, the product of
-        the operand registers' contents is taken.
     p : Out(signed(2 * width))
-        The product register (exact: ``2 * width`` bits hold any product).
+        The product register: in every cycle it takes the product of the operand
+        registers' contents (exact: ``2 * width`` bits hold any product). While the
+        operands are held, so is the product.
+
+    The product register has no clock enable of its own because nextpnr allows at most four
+    distinct clock-enable nets per ECP5 DSP block (four ``MULT18X18D``): with one enable per
+    multiplier (and the constant 1 of the product registers) three multipliers share a
+    block; with two, only one would (and 64 of them do not fit the 85F's 39 blocks).
 
     The registers have no reset: their contents are not defined until written, so a user
     must track validity itself.
@@ -64,8 +68,7 @@ class RegisteredMultiplier(wiring.Component):
         super().__init__({
             "a": In(signed(width)),
             "b": In(signed(width)),
-            "in_en": In(1),
-            "out_en": In(1),
+            "en": In(1),
             "p": Out(signed(2 * width)),
         })
 
@@ -80,10 +83,9 @@ class RegisteredMultiplier(wiring.Component):
             a_r = Signal(signed(w), name="a_reg", reset_less=True)
             b_r = Signal(signed(w), name="b_reg", reset_less=True)
             p_r = Signal(signed(2 * w), name="p_reg", reset_less=True)
-            with m.If(self.in_en):
+            with m.If(self.en):
                 m.d.sync += [a_r.eq(self.a), b_r.eq(self.b)]
-            with m.If(self.out_en):
-                m.d.sync += p_r.eq(a_r * b_r)
+            m.d.sync += p_r.eq(a_r * b_r)
             m.d.comb += self.p.eq(p_r)
             return m
 
@@ -119,9 +121,9 @@ class RegisteredMultiplier(wiring.Component):
             p_MULT_BYPASS="DISABLED",
             p_RESETMODE="SYNC",
             i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
-            i_CLK0=ClockSignal("sync"), i_CLK1=0, i_CLK2=0, i_CLK3=0,
-            i_CE0=self.in_en, i_CE1=self.out_en, i_CE2=0, i_CE3=0,
-            i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0,
+            # CLK1-3, CE2-3 and RST1-3 stay unconnected: nextpnr counts every distinct net
+            # (the constant 0 too) against the four per DSP block
+            i_CLK0=ClockSignal("sync"), i_CE0=self.en, i_CE1=1, i_RST0=0,
             **ports,
         )
         return m

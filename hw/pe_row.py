@@ -425,8 +425,7 @@ class LockstepPERow(wiring.Component):
             a_prod = mul.p
             m.d.comb += [
                 mul.a.eq(w), mul.b.eq(e_x),
-                mul.in_en.eq(e_valid & ~e_gate),            # held when gated
-                mul.out_en.eq(m_valid & ~m_gate),
+                mul.en.eq(e_valid & ~e_gate),               # held when gated
                 p_rd[i].addr.eq(m_pi),
                 p_rd[i].en.eq(m_valid & ~m_first),
             ]
