@@ -5,10 +5,13 @@
 
 - clock: the board oscillator, through the ECP5 ``EHXPLLL`` when the board has a PLL
   (parameters from :mod:`fpga.boards`), else used directly;
-- reset: asserted asynchronously while the PLL is unlocked, during a power-on delay of
-  ``POR_US`` microseconds (iCE40 block RAMs read as zero for ~3 us after configuration;
-  same margin as Amaranth's own iCE40 reset) and while the board's reset button is held;
-  released synchronously to the core clock by ``ResetSynchronizer``.
+- reset: the ``sync`` domain itself is reset-less (flip-flops start at their init values
+  at configuration); the core's ``rst`` input is held while the PLL is unlocked, during a
+  power-on delay of ``POR_US`` microseconds (iCE40 block RAMs read as zero for ~3 us after
+  configuration; same margin as Amaranth's own iCE40 reset) and while the board's reset
+  button is held, through a two-flop synchronizer (init 1: asserted from configuration).
+  So every accelerator flip-flop's reset is one flop's output (``BoardCore`` registers
+  ``rst`` with the bridge's ``RESET``), not a LUT combining two resets.
 
 The core clock gets a clock constraint (``platform.add_clock_constraint``), so nextpnr
 checks Fmax against the target, and ``BoardCore`` gets the frequency the PLL actually
@@ -20,7 +23,7 @@ from __future__ import annotations
 from amaranth import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.build import ResourceError
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.cdc import FFSynchronizer
 
 from fpga.boards import Board, EcpPll
 from hw.config import AcceleratorConfig
@@ -131,7 +134,7 @@ class BoardTop(Elaboratable):
         # (Yosys otherwise keeps an arbitrary one of the net's many flattened names), so the
         # constraint below finds it.
         clk = Signal(name="core_clk", attrs={"keep": 1})
-        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.domains.sync = cd_sync = ClockDomain("sync", reset_less=True)
         m.d.comb += cd_sync.clk.eq(clk)
         locked = Signal()
         if self.pll is not None:
@@ -161,12 +164,14 @@ class BoardTop(Elaboratable):
             btn_io = platform.request(*board.reset_button, dir="-")
             m.submodules.rst_btn = btn_buf = io.Buffer("i", btn_io)
             button = btn_buf.i
-        m.submodules.reset_sync = ResetSynchronizer(~locked | ~por_done | button,
-                                                    domain="sync")
+        core_rst = Signal(name="core_rst_sync", init=1)
+        m.submodules.reset_sync = FFSynchronizer(~locked | ~por_done | button, core_rst,
+                                                 o_domain="sync", init=1)
 
         # The core.
         m.submodules.core = core = BoardCore(self.config, clk_freq_hz=self.clk_freq_hz,
                                              baud=self.baud, dram_aw=self.dram_aw)
+        m.d.comb += core.rst.eq(core_rst)
 
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx_buf = io.Buffer("i", uart.rx)
