@@ -207,14 +207,17 @@ def _ulx3s_85f():
     return Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5", default_preset="fpga",
         clk_resource="clk25", clk_in_hz=25_000_000, clk_hz=50_000_000, pll=True,
-        # 16K words = 128 KiB = 64 DP16KD of the 208; the lead tunes it from the report.
-        dram_aw=14,
+        # 4K words = 32 KiB = 16 DP16KD of the 208: with the 8 x 8 `fpga` preset (64
+        # filter spads and the 64 KiB GLB: 96 DP16KD) the largest that has routed (README).
+        dram_aw=12,
         # PWR button (BTN0, active low on the board; the resource inverts it).
         reset_button=("button_pwr", 0), max_leds=8,
         programmer_board="ulx3s", bitstream_ext=".bit",
         # router1 (nextpnr's default) stalled on the 8x8 board top at ~313,000 overused
         # wires after 40 minutes; router2 went to 47,500 in 5 iterations (README, FPGA).
-        nextpnr_opts=("--router", "router2"),
+        # The analytic "static" placer (instead of HeAP) cut the placed wirelength of the
+        # 8 x 8 top by about a third, and router2 then converged (session 16).
+        nextpnr_opts=("--placer", "static", "--router", "router2"),
         description="Radiona ULX3S, Lattice ECP5 LFE5U-85F (84K LUT4, 208 DP16KD, "
                     "156 MULT18X18D), 25 MHz oscillator, FT231X USB serial")
 

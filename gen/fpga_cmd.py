@@ -755,7 +755,7 @@ def _raise_interrupt(signum, frame):
               help="Override one configuration parameter (repeatable).")
 @click.option("--dram-aw", type=click.IntRange(1, 24), default=None,
               help="Block-RAM DRAM size: 2**N 64-bit words [default: the board's, "
-                   "14 = 128 KiB on ulx3s-85f].")
+                   "12 = 32 KiB on ulx3s-85f].")
 @click.option("--clk-mhz", type=float, default=None,
               help="Core clock in MHz (ECP5 boards: PLL output) [default: the board's].")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placer seed.")

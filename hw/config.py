@@ -218,9 +218,14 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # 2-write port crossbar shrinks from 8,133 to 4,512 LUT4s (Yosys synth_ecp5).
     # One filter value per GIN transfer (filter_lanes=1): one spad bank per PE, no lane mux;
     # one psum per psum-GIN / GON transfer (psum_lanes=1): no lane muxes in the array.
+    # Lock-step PE rows (hw.pe_row: one sequencer per row, 8 x 8 from 82% to 62-69% of the
+    # LUT4s) with 17-entry output FIFOs, which allow p <= 8 (sw_driver.mapper.p_limit): so
+    # the psum spad has 8 entries, not Eyeriss's 24 (no mapping could use more; the 16 idle
+    # entries were LUT RAM). The first 8 x 8 board top that routed (session 16) had them.
     "fpga": AcceleratorConfig(pe_rows=8, pe_cols=8, psum_width=16, filter_spad_depth=224,
-                              ifmap_spad_depth=12, psum_spad_depth=24, glb_bank_words=1024,
-                              glb_banks=8, filter_lanes=1, psum_lanes=1),
+                              ifmap_spad_depth=12, psum_spad_depth=8, glb_bank_words=1024,
+                              glb_banks=8, filter_lanes=1, psum_lanes=1,
+                              lockstep_rows=True, psum_fifo_depth=17),
     # The Eyeriss chip (JSSC 2017): 12 x 14 PEs, 108 KB GLB, 16-bit psums.
     # psum_fifo_depth=49: PE output FIFOs that let a PE run three windows of p = 16 ahead of
     # its chain neighbours, so zero skipping saves cycles (see AcceleratorConfig).

@@ -37,7 +37,7 @@ def test_registry_has_the_boards():
     ulx = board("ulx3s-85f")
     assert ulx.default_preset == "fpga" and ulx.family == "ecp5"
     assert ulx.clk_in_hz == 25_000_000 and ulx.clk_hz == 50_000_000
-    assert ulx.dram_aw == 14
+    assert ulx.dram_aw == 12
     assert ulx.platform.__name__ == "ULX3S_85F_Platform"
     ice = board("icebreaker")
     assert ice.default_preset == "tiny" and ice.family == "ice40"
@@ -151,7 +151,7 @@ def _ulx3s_tree(tmp_path, preset_name):
     # The 25 MHz input and the 50 MHz core clock constraint.
     assert 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;' in lpf
     assert re.search(r'FREQUENCY NET "[^"]*clk" 50000000\.0 HZ;', lpf)
-    assert prep.clk_hz == 50_000_000 and prep.dram_aw == 14 and prep.leds == 8
+    assert prep.clk_hz == 50_000_000 and prep.dram_aw == 12 and prep.leds == 8
     assert prep.bitstream.name == "ulx3s_85f.bit"
 
 
@@ -417,3 +417,4 @@ def test_nextpnr_option_replaces_the_boards_own(tmp_path):
     assert res.exit_code == 0, res.output
     pnr = json.loads((tmp_path / "manifest.json").read_text())["commands"][1]
     assert pnr.count("--router") == 1 and pnr[pnr.index("--router") + 1] == "router1"
+    assert pnr[pnr.index("--placer") + 1] == "static"          # the board's, kept
