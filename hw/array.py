@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
@@ -457,7 +457,7 @@ class PEArray(wiring.Component):
         # it was a 20.9 ns path (sel tag -> every role -> FIFO) of the first 8 x 8 board top
         # that routed. Dispatch keeps a FIFO slot free for the vector in flight.
         order_depth = 6
-        m.submodules["gon_order"] = order = SyncFIFOBuffered(width=rows, depth=order_depth)
+        m.submodules["gon_order"] = order = SyncFIFO(width=rows, depth=order_depth)
         row_match = Signal(rows, name="gon_row_match")
         order_wr = Signal(name="gon_order_wr")
         m.d.sync += order_wr.eq(sel_fire)
@@ -513,10 +513,11 @@ class PEArray(wiring.Component):
             outs.append((ov, od, opop))
 
         # central dispatch: every row stage and the order queue take the sel together
-        # (level counts the FIFO's output register too, so level + in flight < depth - 1
-        # leaves a slot in its inner memory, whose w_rdy is what a write needs)
+        # (first-word-fall-through FIFO: an entry written in cycle t is at r_data in t+1,
+        # as early as the rows' words can be; a FIFO with an output register cost a cycle
+        # per sel, and 5 instead of 4 cycles per window where the GON is the bottleneck)
         m.d.comb += [
-            sel_fire.eq(sel_valid & (order.level + order_wr < order_depth - 1)
+            sel_fire.eq(sel_valid & (order.level + order_wr < order_depth)
                         & Cat(sl.ready for sl in sel_links).all()),
             order.w_en.eq(order_wr),
             order.w_data.eq(row_match),
