@@ -157,8 +157,9 @@ class PEArray(wiring.Component):
         this is the other GINs' rule with ``psum_tag`` (``data`` is the psum itself); with
         ``L > 1`` lanes that no head takes are ignored.
     gin_dropped : Out(range(4))
-        Number of GIN words (0..3, one per GIN) that matched no PE and were dropped this
-        cycle; add it to a counter. Combinational from the GIN registers.
+        Number of GIN words (0..3, one per GIN) that matched no PE and were dropped; add it
+        to a counter. A word is counted the cycle after the central stage hands it to the
+        rows. Combinational from the GIN registers.
     gon_sel : In(stream.Signature(unsigned(TAG_BITS)))
         One tag ``g`` per wanted GON word; it selects every active TAIL with ``group == g``
         (with ``L = 1`` the one tail whose ``psum_tag`` is ``g``). The transfer waits until
@@ -228,9 +229,11 @@ class PEArray(wiring.Component):
     Micro-architecture and timing
     -----------------------------
     Each GIN and ``gon_sel`` has a 2-entry input skid buffer, so the data/tag broadcast to all
-    PEs starts from flops and every input ``ready`` is a flop. The central stage compares
-    the tag with the role registers and hands each row stage its word and the row's match
-    bits (registered); a row's "all matching targets ready" AND-reduction is
+    PEs starts from flops and every input ``ready`` is a flop. The central stage hands the
+    word and its tag to a register in every PE row (when all of them can take it); each row
+    compares the tag with its own PEs' role registers into a 2-entry row buffer of the word
+    and the row's match bits (two cycles from the GIN input skid to a PE, one word per
+    cycle); a row's "all matching targets ready" AND-reduction is
     combinational (a PE's ``ready`` depends only on its registered state, never on its
     ``valid``); with ``L > 1`` each head's lane is picked by a mux on its ``psum_tag``
     register. The GON
@@ -385,18 +388,40 @@ class PEArray(wiring.Component):
                 lane = getattr(roles[k], field)[:shift]           # a role flop: static mux
                 return data.as_unsigned().word_select(lane, lane_bits)
 
-            # A row stage holds the word's data and its row's match bits, computed by the
-            # central stage: the row's fire decision is then an AND of flops (its match bits,
-            # its PEs' ready flops).
-            row_layout = data.StructLayout({"data": shape, "match": cols})
-            row_ready = []
+            # Two stages per row. Stage A, a register in the row, takes the word and its tag
+            # from the central stage; the row compares the tag with its own PEs' roles into
+            # stage B (a 2-entry skid: data and the row's match bits), whose fire decision is
+            # an AND of flops (match bits, the PEs' ready flops). Matched at the central
+            # stage, the tag crossed the die to the role registers of every row and back into
+            # the row stages within a cycle: 21.3-23.8 ns paths of an 8 x 8 board top
+            # (README, FPGA section). One cycle of latency, no loss of throughput.
+            tag_w = len(payload.tag)
+            b_layout = data.StructLayout({"data": shape, "match": cols})
+            row_ready, row_any = [], []
             for r in range(rows):
-                link = stream.Signature(row_layout).create(path=(f"{name}_row{r}_in",))
-                rvalid, rpayload, rfire = _input_stage(m, f"{name}_row{r}", link, row_layout)
                 ks = [at(r, col) for col in range(cols)]
-                m.d.comb += [link.valid.eq(fire), link.payload.data.eq(payload.data),
-                             link.payload.match.eq(Cat(selected(k, payload.tag) for k in ks))]
-                row_ready.append(link.ready)
+                a_valid = Signal(name=f"{name}_row{r}_a_valid")
+                a_data = Signal(shape, name=f"{name}_row{r}_a_data")
+                a_tag = Signal(tag_w, name=f"{name}_row{r}_a_tag")
+                link = stream.Signature(b_layout).create(path=(f"{name}_row{r}_in",))
+                rvalid, rpayload, rfire = _input_stage(m, f"{name}_row{r}", link, b_layout)
+                a_ready = Signal(name=f"{name}_row{r}_a_ready")
+                m.d.comb += [
+                    a_ready.eq(~a_valid | link.ready),
+                    link.valid.eq(a_valid),
+                    link.payload.data.eq(a_data),
+                    link.payload.match.eq(Cat(selected(k, a_tag) for k in ks)),
+                ]
+                with m.If(fire):
+                    m.d.sync += [a_valid.eq(1), a_data.eq(payload.data), a_tag.eq(payload.tag)]
+                with m.Elif(link.ready):
+                    m.d.sync += a_valid.eq(0)
+                row_ready.append(a_ready)
+                # the row has a target for the word stage A took last cycle (stage A holds
+                # it for that cycle whether or not it moves on)
+                any_r = Signal(name=f"{name}_row{r}_any")
+                m.d.comb += any_r.eq(link.payload.match.any())
+                row_any.append(any_r)
                 match = rpayload.match
                 all_ready = Signal(name=f"{name}_row{r}_all_ready")
                 m.d.comb += [
@@ -408,11 +433,12 @@ class PEArray(wiring.Component):
                     m.d.comb += [targets[k].valid.eq(rfire & match[i]),
                                  targets[k].payload.eq(data_for(k, rpayload.data))]
             m.d.comb += fire.eq(valid & Cat(row_ready).all())
-            # A word no PE takes is counted once, when the central stage hands it on.
-            any_match = Signal(name=f"{name}_any_match")
-            m.d.comb += any_match.eq(Cat(selected(k, payload.tag) for k in range(n)).any())
+            # A word no PE takes is counted once, the cycle after the central stage hands it
+            # on (from the rows' stage A, each comparing with its own roles).
+            fired = Signal(name=f"{name}_fired")
+            m.d.sync += fired.eq(fire)
             dropped = Signal(name=f"{name}_dropped")
-            m.d.comb += dropped.eq(fire & ~any_match)
+            m.d.comb += dropped.eq(fired & ~Cat(row_any).any())
             return dropped
 
         drop_f = gin("filter_gin", self.filter_gin, filter_in_shape(c), "filter_tag",
