@@ -37,6 +37,7 @@ from pathlib import Path
 import click
 
 from fpga.bram_dram import LANE_KEEP_SCRIPT
+from hw.array import REPLICA_KEEP_SCRIPT
 from fpga.boards import BOARDS, Board, board as get_board
 from hw.config import PRESETS, AcceleratorConfig
 
@@ -232,7 +233,7 @@ def prepare(board: Board, config: AcceleratorConfig, out_dir, *, preset: str | N
                 "--report", NEXTPNR_REPORT, "--timing-allow-fail"]
     plan = platform.build(top, name=name, do_build=False, nextpnr_opts=pnr_opts,
                           synth_opts=list(board.synth_opts),
-                          script_after_read=LANE_KEEP_SCRIPT)
+                          script_after_read=LANE_KEEP_SCRIPT + REPLICA_KEEP_SCRIPT)
     plan.extract(out)
     commands = json.loads(plan.files[f"build_{name}.json"])["commands"]
     prep = PreparedBuild(board=board, config=config, preset=preset, out_dir=out, name=name,

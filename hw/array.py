@@ -27,7 +27,7 @@ from .pe import PEConfig, ProcessingElement, filter_in_shape
 from .pe_row import LockstepPERow
 from .skid import SkidBuffer
 
-__all__ = ["PEArray", "role_layout", "psum_link_shape"]
+__all__ = ["REPLICA_KEEP_SCRIPT", "PEArray", "role_layout", "psum_link_shape"]
 
 
 def psum_link_shape(config: AcceleratorConfig) -> Shape:
@@ -93,6 +93,19 @@ def _input_stage(m, name, src, layout):
     return sk.o.valid, sk.o.payload, fire
 
 
+#: Yosys commands, run after reading the design and before synthesis (Amaranth's
+#: ``script_after_read``; ``accelgen fpga`` adds them), that put "keep" on the per-row copies
+#: of registers whose inputs are the same for every row, so that ``opt_merge`` does not fold
+#: them back into one register fanning out across the die: the GIN stage-A tag and data
+#: (``<gin>_row<r>_a_tag``/``_a_data``), the role words (``role_word_row<r>``) and each
+#: lock-step row's ``cfg`` (``cfg_row``, :class:`~hw.pe_row.LockstepPERow`). On the 8 x 8
+#: board top Yosys had merged each of them into one register (row 7's).
+REPLICA_KEEP_SCRIPT = (
+    "proc\n"
+    "setattr -set keep 1 w:*_gin_row*_a_tag w:*_gin_row*_a_data w:role_word_row* w:cfg_row "
+    "%u %u %u %a %ci1 t:$dff %i\n")
+
+
 class PEArray(wiring.Component):
     """``pe_rows x pe_cols`` row-stationary PE array with tag-multicast GINs, vertical psum
     links and a tag-selected GON (Eyeriss JSSC section IV-B; survey section V-B).
@@ -134,7 +147,8 @@ class PEArray(wiring.Component):
     start : In(1)
         Pulse while ``busy`` is low: in the next cycle every *active* PE starts with ``cfg``,
         except that its ``psum_in_en`` is ``cfg.psum_in_en`` for a chain head and 1 for every
-        other PE (a non-head always adds the psum of the PE below). Ignored while busy.
+        other PE (a non-head always adds the psum of the PE below). Ignored while busy and in
+        the cycle after ``busy`` falls (the start is taken from registered state).
     busy : Out(1)
         High from the cycle after an accepted ``start`` while a start is pending, any active PE
         is busy, or the GON holds a psum (row or output buffers); low means the pass is
@@ -317,8 +331,17 @@ class PEArray(wiring.Component):
             any_pe_busy.eq(Cat(pe.busy for pe in pes).any()),
             self.busy.eq(start_r | any_pe_busy | gon_pending | gon_out_valid),
         ]
-        m.d.sync += start_r.eq(self.start & ~self.busy)
-        with m.If(self.start & ~self.busy):
+        # A start is taken from flops: ``busy`` ORs every PE's state, and a start decided from
+        # it (with ``cfg_r``'s enable) was a 20.7 ns path of an 8 x 8 board top. ``busy_r``
+        # lags ``busy`` by a cycle, but ``busy`` only rises with ``start_r`` (the cycle after
+        # a start is taken), so a start is never taken while the array is busy; it is taken a
+        # cycle later than it could be only in the cycle after ``busy`` falls.
+        busy_r = Signal(name="busy_r")
+        m.d.sync += busy_r.eq(self.busy)
+        take_start = Signal(name="take_start")
+        m.d.comb += take_start.eq(self.start & ~start_r & ~busy_r)
+        m.d.sync += start_r.eq(take_start)
+        with m.If(take_start):
             m.d.sync += cfg_r.eq(self.cfg)
         for prow in lockstep:
             m.d.comb += prow.cfg.eq(cfg_r)
@@ -341,8 +364,6 @@ class PEArray(wiring.Component):
         # high, so a start always sees every word accepted before it (the start is
         # registered too).
         wr = self.role_wr
-        busy_r = Signal(name="busy_r")
-        m.d.sync += busy_r.eq(self.busy)
         m.d.comb += wr.ready.eq(~busy_r & ~start_r & ~self.start)
         with m.If(self.role_error_clear):
             m.d.sync += self.role_error.eq(0)

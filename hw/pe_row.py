@@ -69,7 +69,8 @@ class LockstepPERow(wiring.Component):
     ``psum_out[i]``, ``mac_fire[i]`` (bit ``i``), ``mac_gated[i]``, ``busy[i]`` (bit ``i``).
 
     cfg : In(PEConfig(config))
-        Run configuration, shared by the row; its ``psum_in_en`` is not used.
+        Run configuration, shared by the row, sampled in the cycle of ``start``; its
+        ``psum_in_en`` is not used.
     psum_in_en : In(n)
         Bit ``i``: ``psum_in_en`` of PE ``i``.
     start : In(n)
@@ -226,8 +227,13 @@ class LockstepPERow(wiring.Component):
         # run is >= 1) or 0 after reset (no refill for a cycle); no fetch is possible then.
         with m.If(~settled):
             m.d.sync += [qs_uq.eq(qs + uq), k_qs.eq(qs)]
+        # The row's own copy of ``cfg``, registered with the start (``cfg_row``: kept apart
+        # from the other rows' copies in the FPGA build, ``hw.array.REPLICA_KEEP_SCRIPT``).
+        # From the array's one ``cfg`` register, the start-time products (q*S, U*q) of every
+        # row crossed the die (18.2 ns on an 8 x 8 board top).
+        cfg = Signal(PEConfig(c), name="cfg_row")
+        m.d.sync += cfg.eq(self.cfg)
         with m.If(starting):
-            cfg = self.cfg
             m.d.sync += [
                 act.eq(start_q),
                 psum_en.eq(self.psum_in_en),
@@ -251,10 +257,10 @@ class LockstepPERow(wiring.Component):
             # top: 20.2 ns, cfg -> modulo -> multiplier -> uq_mod), and q*(U mod S) one cycle
             # later: uq_mod is first used by a window advance, at least two cycles after
             # start (an ifmap value must be written and seen first).
-            with m.Switch(Cat(self.cfg.U, self.cfg.S)):
-                for u in range(1 << len(self.cfg.U)):
+            with m.Switch(Cat(cfg.U, cfg.S)):
+                for u in range(1 << len(cfg.U)):
                     for s_ in range(1, idepth + 1):
-                        with m.Case(u | (s_ << len(self.cfg.U))):
+                        with m.Case(u | (s_ << len(cfg.U))):
                             m.d.sync += u_mod_s.eq(u % s_)
         m.d.sync += uq_mod.eq(q_r * u_mod_s)
 

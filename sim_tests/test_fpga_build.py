@@ -25,6 +25,7 @@ from gen.cli import main
 from gen.fpga_cmd import (PreparedBuild, _find_tool, _overuse_watch, format_report, make_report,
                           parse_nextpnr_log,
                           parse_nextpnr_report, parse_yosys_stat, prepare)
+from hw.array import REPLICA_KEEP_SCRIPT, PEArray
 from hw.config import preset
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fpga"
@@ -107,6 +108,23 @@ def test_lane_keep_script_keeps_one_address_register_per_lane(tmp_path):
     kept = _synth_bram_dram_ffs(tmp_path, 8, LANE_KEEP_SCRIPT)
     assert merged == one
     assert kept - merged >= 7 * 2 * (11 + 1)
+
+
+def test_replica_keep_script_selects_every_rows_copies(tmp_path):
+    """The keep script selects, per PE row, the stage-A tag and data registers of the three
+    GINs, the role-word register and the lock-step row's ``cfg`` copy: 8 registers a row.
+    (A renamed signal would silently let Yosys merge the copies again.)"""
+    import subprocess
+
+    from amaranth.back import rtlil
+    cfg = preset("tiny").replace(lockstep_rows=True, psum_fifo_depth=17, psum_spad_depth=8)
+    (tmp_path / "arr.il").write_text(rtlil.convert(PEArray(cfg), name="arr"))
+    sel = REPLICA_KEEP_SCRIPT.splitlines()[1].removeprefix("setattr -set keep 1 ")
+    out = subprocess.run([_find_tool("yosys"), "-p",
+                          f"read_rtlil arr.il; hierarchy -top arr; proc; select -count {sel}"],
+                         capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    count = int(re.search(r"(\d+) objects", out).group(1))
+    assert count == cfg.pe_rows * (3 * 2 + 1 + 1)
 
 
 # -- build trees (no tool runs) ------------------------------------------------------------
