@@ -31,7 +31,7 @@ verilog: $(STAMP)
 # FPGA_ARGS defaults to an array that routes and meets 50 MHz with the current RTL: the
 # `fpga` preset (lock-step PE rows, 32 KiB board DRAM, static placer + router2) at 4 x 6
 # PEs. `make fpga FPGA_ARGS=` builds the whole 8 x 8 preset: it routes (bitstream) but
-# is not yet at 50 MHz (47.54 MHz at best, README FPGA section), so accelgen exits 1.
+# is not yet at 50 MHz (48.39 MHz at best, README FPGA section), so accelgen exits 1.
 FPGA_ARGS ?= --set pe_rows=4 --set pe_cols=6
 fpga: $(STAMP)
 	$(BIN)/accelgen fpga --board ulx3s-85f $(FPGA_ARGS) --build -o build/fpga/ulx3s-85f
