@@ -34,6 +34,19 @@ __all__ = ["BoardTop", "POR_US"]
 POR_US = 15
 
 
+def _ecp5_global(m: Module, sig) -> Signal:
+    """``sig`` through an ECP5 ``DCCA`` (primary clock network buffer); returns its output.
+
+    For :class:`fpga.core.BoardCore`'s accelerator reset: the primary clock network reaches
+    every slice's LSR input (Lattice TN1263, ECP5 and ECP5-5G sysCLOCK PLL/DLL Design and
+    Usage Guide), so the 8 x 8 top's ~21,000-flip-flop reset no longer takes general
+    routing to every slice. nextpnr routes a ``DCCA``'s output on a global by itself.
+    """
+    out = Signal(name="core_rst_glb")
+    m.submodules.core_rst_dcca = Instance("DCCA", i_CLKI=sig, i_CE=Const(1), o_CLKO=out)
+    return out
+
+
 def _ehxplll(pll: EcpPll, clk_in_hz: float, clk_in, clk_out, locked) -> Instance:
     """An ECP5 EHXPLLL wired as ``ecppll`` writes it (CLKOP is output and feedback)."""
     f_in = clk_in_hz / 1e6
@@ -169,8 +182,9 @@ class BoardTop(Elaboratable):
                                                  o_domain="sync", init=1)
 
         # The core.
-        m.submodules.core = core = BoardCore(self.config, clk_freq_hz=self.clk_freq_hz,
-                                             baud=self.baud, dram_aw=self.dram_aw)
+        m.submodules.core = core = BoardCore(
+            self.config, clk_freq_hz=self.clk_freq_hz, baud=self.baud, dram_aw=self.dram_aw,
+            reset_buffer=_ecp5_global if board.family == "ecp5" else None)
         m.d.comb += core.rst.eq(core_rst)
 
         uart = platform.request("uart", 0, dir="-")

@@ -75,6 +75,13 @@ class BoardCore(wiring.Component):
         Board DRAM size: ``2**dram_aw`` 64-bit words (default 14: 128 KiB, 64 DP16KD blocks).
     rx_timeout : int or None, keyword-only
         Inter-byte timeout of the bridge (clock cycles); default about 20 ms.
+    reset_buffer : callable or None, keyword-only
+        ``reset_buffer(m, rst) -> Value``: puts the accelerator's registered reset (one
+        bit, fan-out about 21,000 flip-flops at 8 x 8) on a dedicated low-skew net and
+        returns that net, e.g. an ECP5 ``DCCA`` onto a primary clock network, which also
+        reaches the slices' LSR inputs (Lattice TN1263, ECP5 sysCLOCK). nextpnr promotes
+        only clocks by itself, so without it the reset is routed through the general
+        fabric to every slice. ``None`` (simulation, iCE40): the register drives it directly.
 
     Ports
     -----
@@ -126,7 +133,7 @@ class BoardCore(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig, *, clk_freq_hz, baud=DEFAULT_BAUD,
-                 dram_aw: int = 14, rx_timeout: int | None = None):
+                 dram_aw: int = 14, rx_timeout: int | None = None, reset_buffer=None):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self.divisor = uart_divisor(clk_freq_hz, baud)
@@ -143,6 +150,10 @@ class BoardCore(wiring.Component):
         self.baud = baud
         self.dram_aw = dram_aw
         self.rx_timeout = rx_timeout
+        if reset_buffer is not None and not callable(reset_buffer):
+            raise TypeError(f"reset_buffer must be a callable (m, rst) -> Value or None, "
+                            f"not {reset_buffer!r}")
+        self.reset_buffer = reset_buffer
         self.bridge = UARTBridge(dram_aw, clk_freq_hz, rx_timeout)   # checks the clock
         self.dram = BramDram(dram_aw)
         self.accelerator = Accelerator(config)
@@ -162,8 +173,10 @@ class BoardCore(wiring.Component):
         # The bridge's RESET pulse (or the core's reset) is registered before it fans out to
         # the whole accelerator (its decode was the start of the longest reset paths of an
         # 8 x 8 top).
-        core_rst = Signal(name="core_rst")
-        m.d.sync += core_rst.eq(bridge.core_rst | self.rst)
+        core_rst_q = Signal(name="core_rst")
+        m.d.sync += core_rst_q.eq(bridge.core_rst | self.rst)
+        core_rst = (core_rst_q if self.reset_buffer is None
+                    else self.reset_buffer(m, core_rst_q))
 
         def reset(sub, rst):
             return ResetInserter({"sync": rst})(sub)
@@ -202,7 +215,7 @@ class BoardCore(wiring.Component):
             rd_slice.o.ready.eq(dram.acc_rd.req.ready & ~wr_slice.o.valid),
         ]
         wiring.connect(m, dram.acc_rd.resp, acc.dram_rd.resp)
-        m.d.comb += [dram.acc_rst.eq(core_rst), dram.range_err_clear.eq(core_rst)]
+        m.d.comb += [dram.acc_rst.eq(core_rst_q), dram.range_err_clear.eq(core_rst_q)]
 
         # LEDs.
         def stretched(event, cycles, name):

@@ -185,6 +185,32 @@ def test_ulx3s_build_tree_fpga_preset(tmp_path):
     _ulx3s_tree(tmp_path, "fpga")
 
 
+def _sync_reset_ffs(tmp_path, name):
+    """(sync-reset flip-flops reset through a DCCA, all sync-reset flip-flops) of the
+    build tree's RTLIL, after Yosys's ``proc; flatten; opt_dff`` (no synthesis)."""
+    import subprocess
+    out = subprocess.run(
+        [_find_tool("yosys"), "-p",
+         f"read_verilog -lib +/ecp5/cells_bb.v; read_rtlil {name}.il; hierarchy -top {name}; "
+         "proc; flatten; opt_expr; opt_clean; opt_dff; "
+         "select -count t:DCCA %co2:+[CLKO,SRST] t:$sdff* %i; select -count t:$sdff*"],
+        capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    via, total = (int(n) for n in re.findall(r"(\d+) objects", out))
+    return via, total
+
+
+def test_ulx3s_accelerator_reset_is_on_a_global(tmp_path):
+    """The ULX3S top puts the accelerator's reset through a DCCA (a primary clock network):
+    most sync-reset flip-flops (the accelerator's; the rest are the bridge's, the UARTs'
+    and the DRAM's) take SRST from it. The iCEBreaker top has no DCCA."""
+    prep = prepare(board("ulx3s-85f"), preset("tiny"), tmp_path, preset="tiny")
+    via, total = _sync_reset_ffs(tmp_path, prep.name)
+    assert total > 500 and via >= 0.85 * total, (via, total)
+    ice = prepare(board("icebreaker"), preset("tiny").replace(relu=False), tmp_path / "ice",
+                  preset="tiny", dram_aw=8)
+    assert "DCCA" not in (tmp_path / "ice" / f"{ice.name}.il").read_text()
+
+
 def test_icebreaker_build_tree(tmp_path):
     ice = board("icebreaker")
     prep = prepare(ice, preset("tiny").replace(relu=False), tmp_path, preset="tiny",

@@ -254,6 +254,8 @@ def test_uart_divisor_checks():
         BoardCore(preset("tiny"), clk_freq_hz=50e6, dram_aw=30)
     with pytest.raises(ValueError, match="rx_timeout"):
         BoardCore(preset("tiny"), clk_freq_hz=50e6, rx_timeout=100)
+    with pytest.raises(TypeError, match="reset_buffer"):
+        BoardCore(preset("tiny"), clk_freq_hz=50e6, reset_buffer="DCCA")
 
 
 # -- BramDram -----------------------------------------------------------------------------
