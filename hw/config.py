@@ -214,8 +214,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # ULX3S ECP5-85F target: 8 x 8 PEs, Eyeriss-sized spads, GLB in block RAM, and 16-bit
     # psums as on the Eyeriss chip: with 32-bit psums the board top needs 88,099 LUT4s of
     # the 85F's 83,640; with 16-bit psums 70,320 (84%) (accelgen fpga, README). The 64 KB
-    # GLB is 8 banks of 1024 words, not 16 of 512: the same 32 DP16KD, but the 4-read /
-    # 2-write port crossbar shrinks from 8,133 to 4,512 LUT4s (Yosys synth_ecp5).
+    # GLB is 4 banks of 2048 words (each 8 DP16KD of 2048 x 9 bits; the same 32 DP16KD as
+    # 8 x 1024 or 16 x 512): every bank's 64-bit read word goes to all 4 read ports, and
+    # with 8 banks that crossbar was the one hot spot of router2's congestion map, and 1 of
+    # 12 runs of the 8 x 8 (five netlists, several seeds) routed. With 4 banks seeds 1 and
+    # 2 both route at 52.1 MHz (README, FPGA, session 18). The cost: the mapper's regions
+    # start on bank boundaries, so fewer of them fit twice, and AlexNet's CONV layers take
+    # 47% more cycles (the analytical model: 31.7 M against 21.6 M with 8 banks).
     # One filter value per GIN transfer (filter_lanes=1): one spad bank per PE, no lane mux;
     # one psum per psum-GIN / GON transfer (psum_lanes=1): no lane muxes in the array.
     # Lock-step PE rows (hw.pe_row: one sequencer per row, 8 x 8 from 82% to 62-69% of the
@@ -223,8 +228,8 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # the psum spad has 8 entries, not Eyeriss's 24 (no mapping could use more; the 16 idle
     # entries were LUT RAM). The first 8 x 8 board top that routed (session 16) had them.
     "fpga": AcceleratorConfig(pe_rows=8, pe_cols=8, psum_width=16, filter_spad_depth=224,
-                              ifmap_spad_depth=12, psum_spad_depth=8, glb_bank_words=1024,
-                              glb_banks=8, filter_lanes=1, psum_lanes=1,
+                              ifmap_spad_depth=12, psum_spad_depth=8, glb_bank_words=2048,
+                              glb_banks=4, filter_lanes=1, psum_lanes=1,
                               lockstep_rows=True, psum_fifo_depth=17),
     # The Eyeriss chip (JSSC 2017): 12 x 14 PEs, 108 KB GLB, 16-bit psums.
     # psum_fifo_depth=49: PE output FIFOs that let a PE run three windows of p = 16 ahead of
