@@ -84,16 +84,19 @@ def test_ulx3s_pll_is_the_recorded_one():
 
 # -- board DRAM lanes through Yosys ---------------------------------------------------------
 
+def _yosys(cwd, cmds):
+    """Standard output of ``yosys -p cmds`` run in ``cwd`` (raises on failure)."""
+    import subprocess
+    return subprocess.run([_find_tool("yosys"), "-p", cmds], capture_output=True, text=True,
+                          cwd=cwd, check=True).stdout
+
+
 def _synth_bram_dram_ffs(tmp_path, groups, script):
     """TRELLIS_FF count of ``BramDram(11, groups=groups)`` after ``synth_ecp5``."""
-    import subprocess
-
     from amaranth.back import rtlil
     (tmp_path / "bd.il").write_text(rtlil.convert(BramDram(11, groups=groups), name="bd"))
-    cmds = f"read_rtlil bd.il; hierarchy -top bd; {script.replace(chr(10), '; ')}" \
-           f"synth_ecp5 -top bd; stat"
-    out = subprocess.run([_find_tool("yosys"), "-p", cmds], capture_output=True, text=True,
-                         cwd=tmp_path, check=True).stdout
+    out = _yosys(tmp_path, f"read_rtlil bd.il; hierarchy -top bd; "
+                           f"{script.replace(chr(10), '; ')}synth_ecp5 -top bd; stat")
     found = dict((k, int(v)) for v, k in re.findall(r"^\s+(\d+)\s+(TRELLIS_FF|DP16KD)\s*$",
                                                     out, re.M))
     assert found["DP16KD"] == 8          # 2048 x 64 bits: 8 blocks whatever the lanes
@@ -114,15 +117,11 @@ def test_replica_keep_script_selects_every_rows_copies(tmp_path):
     """The keep script selects, per PE row, the stage-A tag and data registers of the three
     GINs, the role-word register and the lock-step row's ``cfg`` copy: 8 registers a row.
     (A renamed signal would silently let Yosys merge the copies again.)"""
-    import subprocess
-
     from amaranth.back import rtlil
     cfg = preset("tiny").replace(lockstep_rows=True, psum_fifo_depth=17, psum_spad_depth=8)
     (tmp_path / "arr.il").write_text(rtlil.convert(PEArray(cfg), name="arr"))
     sel = REPLICA_KEEP_SCRIPT.splitlines()[1].removeprefix("setattr -set keep 1 ")
-    out = subprocess.run([_find_tool("yosys"), "-p",
-                          f"read_rtlil arr.il; hierarchy -top arr; proc; select -count {sel}"],
-                         capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    out = _yosys(tmp_path, f"read_rtlil arr.il; hierarchy -top arr; proc; select -count {sel}")
     count = int(re.search(r"(\d+) objects", out).group(1))
     assert count == cfg.pe_rows * (3 * 2 + 1 + 1)
 
@@ -171,13 +170,19 @@ def _ulx3s_tree(tmp_path, preset_name):
     assert re.search(r'FREQUENCY NET "[^"]*clk" 50000000\.0 HZ;', lpf)
     assert prep.clk_hz == 50_000_000 and prep.dram_aw == 12 and prep.leds == 8
     assert prep.bitstream.name == "ulx3s_85f.bit"
+    return prep
 
 
 # The board wiring (PLL, pins, constraints) does not depend on the accelerator
 # configuration; CI uses the tiny preset (elaborating the fpga preset takes 20 s on an idle
 # 2-core machine, over a minute on a busy one) and the slow run checks the board's preset.
 def test_ulx3s_build_tree(tmp_path):
-    _ulx3s_tree(tmp_path, "tiny")
+    prep = _ulx3s_tree(tmp_path, "tiny")
+    # The accelerator's reset goes through a DCCA (a primary clock network): most
+    # sync-reset flip-flops (the accelerator's; the rest are the bridge's, the UARTs' and
+    # the DRAM's) take SRST from it. (The iCEBreaker top has none: test below.)
+    via, total = _sync_reset_ffs(tmp_path, prep.name)
+    assert total > 500 and via >= 0.85 * total, (via, total)
 
 
 @pytest.mark.slow
@@ -188,27 +193,12 @@ def test_ulx3s_build_tree_fpga_preset(tmp_path):
 def _sync_reset_ffs(tmp_path, name):
     """(sync-reset flip-flops reset through a DCCA, all sync-reset flip-flops) of the
     build tree's RTLIL, after Yosys's ``proc; flatten; opt_dff`` (no synthesis)."""
-    import subprocess
-    out = subprocess.run(
-        [_find_tool("yosys"), "-p",
-         f"read_verilog -lib +/ecp5/cells_bb.v; read_rtlil {name}.il; hierarchy -top {name}; "
-         "proc; flatten; opt_expr; opt_clean; opt_dff; "
-         "select -count t:DCCA %co2:+[CLKO,SRST] t:$sdff* %i; select -count t:$sdff*"],
-        capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    out = _yosys(tmp_path,
+                 f"read_verilog -lib +/ecp5/cells_bb.v; read_rtlil {name}.il; "
+                 f"hierarchy -top {name}; proc; flatten; opt_expr; opt_clean; opt_dff; "
+                 "select -count t:DCCA %co2:+[CLKO,SRST] t:$sdff* %i; select -count t:$sdff*")
     via, total = (int(n) for n in re.findall(r"(\d+) objects", out))
     return via, total
-
-
-def test_ulx3s_accelerator_reset_is_on_a_global(tmp_path):
-    """The ULX3S top puts the accelerator's reset through a DCCA (a primary clock network):
-    most sync-reset flip-flops (the accelerator's; the rest are the bridge's, the UARTs'
-    and the DRAM's) take SRST from it. The iCEBreaker top has no DCCA."""
-    prep = prepare(board("ulx3s-85f"), preset("tiny"), tmp_path, preset="tiny")
-    via, total = _sync_reset_ffs(tmp_path, prep.name)
-    assert total > 500 and via >= 0.85 * total, (via, total)
-    ice = prepare(board("icebreaker"), preset("tiny").replace(relu=False), tmp_path / "ice",
-                  preset="tiny", dram_aw=8)
-    assert "DCCA" not in (tmp_path / "ice" / f"{ice.name}.il").read_text()
 
 
 def test_icebreaker_build_tree(tmp_path):
@@ -222,6 +212,7 @@ def test_icebreaker_build_tree(tmp_path):
     assert "set_io led_0__io 11" in pcf and "set_io led_1__io 37" in pcf
     assert "set_frequency clk12_0__io 12.0" in pcf
     assert "synth_ice40 -dsp -spram" in (tmp_path / f"{prep.name}.ys").read_text()
+    assert "DCCA" not in (tmp_path / f"{prep.name}.il").read_text()   # ECP5 only
     assert prep.leds == 2 and prep.dram_aw == 8
     assert prep.bitstream.name == "icebreaker.bin"
 
